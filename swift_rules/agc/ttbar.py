@@ -1,0 +1,143 @@
+"""The AGC CMS ttbar stage (CPU variant): selection, observables, systematics.
+
+Columnar: NanoEvents reads only the branches used; the per-event work (object
+selection, b-tag counting, trijet combinatorics) runs in the numba kernels of
+``kernels.py`` over flat columns, and histograms are filled with ``hist``.
+Histograms are left unnormalised (weight 1 x systematic factors) per sample;
+the cross-section normalisation needs the events processed over the whole
+sample, so it is applied after merging (``swift_rules.agc.histograms``).
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import hist
+import numpy as np
+from coffea import processor
+
+from swift_rules.agc import kernels, smearing
+from swift_rules.agc.samples import BINS, HIGH, LOW, split_sample_name
+
+JET_COLUMNS = ("pt", "eta", "phi", "mass", "jetId")
+ELECTRON_COLUMNS = ("pt", "eta", "cutBased", "sip3d")
+MUON_COLUMNS = ("pt", "eta", "tightId", "sip3d", "pfRelIso04_all")
+EVENT_COLUMNS = ("run", "luminosityBlock", "event")
+
+BTAG_WEIGHT_STEP = 0.075  # per 50 GeV of the i-th leading jet's pT
+WJETS_SCALE_STEP = 0.025
+JES_FACTOR = 1.03
+JER_WIDTH = 0.05
+
+
+def new_histogram() -> hist.Hist:
+    return hist.Hist(
+        hist.axis.Regular(BINS, LOW, HIGH, name="observable", label="observable [GeV]"),
+        hist.axis.StrCategory([], name="region", growth=True),
+        hist.axis.StrCategory([], name="process", growth=True),
+        hist.axis.StrCategory([], name="variation", growth=True),
+        storage=hist.storage.Weight(),
+    )
+
+
+class MissingBranchError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _flat(array: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Contents and offsets of a jagged NanoAOD column."""
+    counts = ak.to_numpy(ak.num(array, axis=1))
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return ak.to_numpy(ak.flatten(array, axis=1)), offsets
+
+
+class TtbarProcessor(processor.ProcessorABC):
+    """AGC v2 ttbar analysis: 4j1b (HT) and 4j2b (m_bjj) regions with systematics.
+
+    ``btag_branch``/``btag_threshold`` choose the tagger, so real files without
+    ``Jet_btagCSVV2`` (NanoAOD v12: ``btagDeepFlavB``) can be analysed too.
+    """
+
+    def __init__(self, btag_branch: str = "btagCSVV2", btag_threshold: float = 0.5):
+        self.btag_branch = btag_branch
+        self.btag_threshold = float(btag_threshold)
+
+    def required_branches(self) -> list[str]:
+        """The branches read, for an up-front check with a clear error."""
+        return [
+            *EVENT_COLUMNS,
+            *(f"Jet_{c}" for c in (*JET_COLUMNS, self.btag_branch)),
+            *(f"Electron_{c}" for c in ELECTRON_COLUMNS),
+            *(f"Muon_{c}" for c in MUON_COLUMNS),
+        ]
+
+    def _columns(self, events, collection: str, names) -> dict[str, np.ndarray]:
+        coll = events[collection]
+        out = {}
+        for name in names:
+            if name not in coll.fields:
+                raise MissingBranchError(
+                    f"file {events.metadata.get('filename')}: branch {collection}_{name} "
+                    f"is missing (needed by agc::ttbar)"
+                )
+            out[name], out["offsets"] = _flat(coll[name])
+        return out
+
+    def process(self, events):
+        sample = events.metadata["dataset"]
+        process_name, variation = split_sample_name(sample)
+        jets = self._columns(events, "Jet", (*JET_COLUMNS, self.btag_branch))
+        ele = self._columns(events, "Electron", ELECTRON_COLUMNS)
+        mu = self._columns(events, "Muon", MUON_COLUMNS)
+
+        n_leptons = kernels.count_leptons(
+            ele["offsets"], ele["pt"], ele["eta"], ele["cutBased"], ele["sip3d"],
+            mu["offsets"], mu["pt"], mu["eta"], mu["tightId"], mu["sip3d"], mu["pfRelIso04_all"],
+        )  # fmt: skip
+        one_lepton = n_leptons == 1
+
+        pt = jets["pt"].astype(np.float64)
+        pt_variations = {"nominal": pt}
+        if variation == "nominal":
+            pt_variations["pt_scale_up"] = pt * JES_FACTOR
+            ids = [ak.to_numpy(events[c]) for c in EVENT_COLUMNS]
+            pt_variations["pt_res_up"] = pt * smearing.resolution_factors(
+                *ids, jets["offsets"], width=JER_WIDTH
+            )
+
+        h = new_histogram()
+        for pt_var, varied_pt in pt_variations.items():
+            region, observable, leading_pt = kernels.select_regions(
+                one_lepton, jets["offsets"], varied_pt, jets["eta"], jets["phi"],
+                jets["mass"], jets[self.btag_branch], jets["jetId"], self.btag_threshold,
+            )  # fmt: skip
+            for code, region_name in ((kernels.REGION_4J1B, "4j1b"), (kernels.REGION_4J2B, "4j2b")):
+                mask = region == code
+                obs = observable[mask]
+
+                def fill(name, weight=None, obs=obs, region_name=region_name):
+                    h.fill(
+                        observable=obs, region=region_name, process=process_name,
+                        variation=name, weight=np.ones(len(obs)) if weight is None else weight,
+                    )  # fmt: skip
+
+                if pt_var != "nominal":
+                    fill(pt_var)
+                    continue
+                fill(variation)
+                if variation != "nominal":
+                    continue
+                lead = leading_pt[mask]
+                for i in range(kernels.N_LEADING):
+                    step = BTAG_WEIGHT_STEP * lead[:, i] / 50.0
+                    fill(f"btag_var_{i}_up", 1.0 + step)
+                    fill(f"btag_var_{i}_down", 1.0 - step)
+                if process_name == "wjets":
+                    fill("scale_var_up", np.full(len(obs), 1.0 + WJETS_SCALE_STEP))
+                    fill("scale_var_down", np.full(len(obs), 1.0 - WJETS_SCALE_STEP))
+
+        return {"hists": {sample: h}, "nevts": {sample: len(events)}}
+
+    def postprocess(self, accumulator):
+        return accumulator

@@ -1,0 +1,76 @@
+"""Dask clusters for the stage runner, chosen by the ``executor`` config section.
+
+Each backend is one small function returning a ``distributed.Client`` (or None
+for in-process execution). Batch-system backends (HTCondor, DIRAC, Kubernetes)
+plug in through ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+
+
+class ClusterError(Exception):
+    pass
+
+
+def _local(cfg: Mapping, workers: int):
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=cfg.get("processes", True),
+        dashboard_address=cfg.get("dashboard_address"),
+        memory_limit=cfg.get("memory_limit", "auto"),
+    )
+    return Client(cluster)
+
+
+def _address(cfg: Mapping, workers: int):
+    from distributed import Client
+
+    address = cfg.get("address")
+    if not address:
+        raise ClusterError("executor type 'address' needs 'address' (e.g. tcp://host:8786)")
+    timeout = cfg.get("connect_timeout", 30)
+    try:
+        return Client(address, timeout=timeout)
+    except OSError as err:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} within {timeout} s: {err}"
+        ) from err
+
+
+BACKENDS: dict[str, Callable] = {"local": _local, "address": _address}
+
+
+@contextlib.contextmanager
+def dask_client(cfg: Mapping, workers: int) -> Iterator[object | None]:
+    """A Dask client for ``cfg`` (None: run in this process), closed afterwards.
+
+    ``local`` with one worker runs in-process: a one-worker cluster would only
+    add start-up time and serialisation.
+    """
+    kind = cfg.get("type", "local")
+    if kind == "local" and workers <= 1:
+        yield None
+        return
+    if kind == "iterative":
+        yield None
+        return
+    try:
+        factory = BACKENDS[kind]
+    except KeyError:
+        raise ClusterError(
+            f"unknown executor type {kind!r}; known: {sorted([*BACKENDS, 'iterative'])}"
+        ) from None
+    client = factory(cfg, workers)
+    try:
+        yield client
+    finally:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None and kind != "address":
+            cluster.close()

@@ -1,0 +1,77 @@
+"""Fingerprints of stage code and config, for Snakemake's params-based rerun trigger.
+
+Snakemake sees files, not code inside an installed package. So the rule's params
+carry a hash of the source of the variant(s) that will run and of every module
+of the same top-level package (or of ``swift_rules``) that they import, found by
+parsing the source: nothing is imported, so planning a workflow stays fast.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def _spec_origin(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+def _imported_names(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    names = set()
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def module_closure(modules: Iterable[str], roots: Iterable[str]) -> dict[str, Path]:
+    """Source files of ``modules`` and of what they import within ``roots`` packages."""
+    roots = set(roots)
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in seen or name.split(".")[0] not in roots:
+            continue
+        origin = _spec_origin(name)
+        if origin is None:
+            continue
+        seen[name] = origin
+        tree = ast.parse(origin.read_bytes(), filename=str(origin))
+        todo.extend(_imported_names(tree, name, origin.name == "__init__.py"))
+    return seen
+
+
+def code_fingerprint(modules: Iterable[str]) -> str:
+    """Hash of the source of ``modules`` and the modules of ours they import."""
+    modules = list(modules)
+    roots = {m.split(".")[0] for m in modules} | {"swift_rules"}
+    digest = hashlib.sha256()
+    for name, path in sorted(module_closure(modules, roots).items()):
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def config_fingerprint(section) -> str:
+    """Hash of a config section, independent of key order."""
+    text = json.dumps(section, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,162 @@
+"""Run a registered stage over the files of one sample with coffea and Dask."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from swift_rules import device, fingerprint
+from swift_rules.clusters import dask_client
+from swift_rules.registry import REGISTRY, StageRegistry
+from swift_rules.results import save_result
+
+log = logging.getLogger("swift_rules.runner")
+
+TREE = "Events"
+VERSIONED = ("swift-rules", "coffea", "uproot", "awkward", "hist", "numpy", "numba", "dask")
+
+
+class InputError(Exception):
+    """An input file is unreadable, truncated or lacks a branch the stage needs."""
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def check_inputs(
+    files: Sequence[str], required: Sequence[str], skip_bad_files: bool
+) -> tuple[dict[str, int], list[str]]:
+    """Open every file up front: entries per readable file, and files skipped.
+
+    Unreadable or truncated files are an error naming the file, or skipped when
+    ``skip_bad_files``; a missing branch is always an error (it is a setting or
+    a dataset problem, not a damaged file).
+    """
+    import uproot
+
+    entries: dict[str, int] = {}
+    skipped: list[str] = []
+    for path in files:
+        try:
+            with uproot.open(path, timeout=60) as fh:
+                if TREE not in fh:
+                    raise InputError(f"{path}: has no TTree named {TREE!r}")
+                tree = fh[TREE]
+                n = tree.num_entries
+                keys = set(tree.keys())
+        except InputError:
+            raise
+        except Exception as err:  # uproot raises many kinds for damaged files
+            if skip_bad_files:
+                log.warning("skipping unreadable file %s: %s", path, err)
+                skipped.append(path)
+                continue
+            raise InputError(
+                f"{path}: cannot be read ({type(err).__name__}: {err}); it may be corrupt or "
+                "truncated. Set skip_bad_files: true to leave it out"
+            ) from err
+        missing = [b for b in required if b not in keys]
+        if missing:
+            raise InputError(f"{path}: missing branch(es) {', '.join(missing)}")
+        entries[path] = n
+    return entries, skipped
+
+
+def run_stage(
+    stage_name: str,
+    sample: str,
+    files: Sequence[str],
+    out: str | Path,
+    *,
+    stage_config: Mapping | None = None,
+    executor: Mapping | None = None,
+    workers: int = 1,
+    sample_metadata: Mapping | None = None,
+    registry: StageRegistry = REGISTRY,
+    progress: bool | None = None,
+) -> tuple[object, dict]:
+    """Process ``files`` of ``sample`` with the chosen variant of ``stage_name``.
+
+    Writes ``out`` atomically with the output and its record, and returns both.
+    """
+    stage_config = dict(stage_config or {})
+    executor = dict(executor or {})
+    stage = registry.get(stage_name)
+    choice = device.choose(stage, stage_config.get("device"))
+    variant = stage.variants[choice.device]
+    processor_instance = variant.load()(**stage_config.get("options", {}))
+    required = getattr(processor_instance, "required_branches", lambda: [])()
+    entries, skipped = check_inputs(files, required, bool(executor.get("skip_bad_files")))
+
+    started = time.perf_counter()
+    output = _run_coffea(
+        processor_instance, sample, list(entries), stage_config, executor, workers,
+        sample_metadata or {}, sys.stderr.isatty() if progress is None else progress,
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    n_events = sum(entries.values())
+    meta = {
+        "stage": stage_name,
+        "variant": choice.device,
+        "variant_target": variant.target,
+        "device_reason": choice.reason,
+        "code_fingerprint": fingerprint.code_fingerprint([variant.module]),
+        "config": stage_config,
+        "executor": executor,
+        "workers": workers,
+        "sample": sample,
+        "files": sorted(entries),
+        "entries": entries,
+        "skipped_files": skipped,
+        "events": {sample: n_events},
+        "software": software_versions(),
+        "host": platform.node(),
+        "wall_time_s": round(wall, 3),
+        "events_per_s": round(n_events / wall, 1) if wall > 0 else None,
+    }
+    save_result(out, output, meta)
+    rate = f"{n_events / wall:,.0f} events/s" if wall > 0 else ""
+    print(
+        f"[swift-rules] {stage_name} ({choice.device}) on {sample}: {n_events:,} events from "
+        f"{len(entries)} file(s) in {wall:.2f} s, {rate}"
+        + (f"; skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}" if skipped else ""),
+        file=sys.stderr,
+    )
+    return output, meta
+
+
+def _run_coffea(proc, sample, files, stage_config, executor, workers, sample_meta, progress):
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    if not files:
+        return {}
+    chunksize = int(stage_config.get("chunksize", 100_000))
+    fileset = {sample: {"files": {f: TREE for f in files}, "metadata": dict(sample_meta)}}
+    with dask_client(executor, workers) as client, warnings.catch_warnings():
+        # NanoAOD files without every cross-reference are normal (skimmed files).
+        warnings.filterwarnings("ignore", message="Missing cross-reference")
+        if client is None:
+            ex = processor.IterativeExecutor(status=progress)
+        else:
+            ex = processor.DaskExecutor(client=client, status=progress, retries=0)
+        runner = processor.Runner(ex, chunksize=chunksize, schema=NanoAODSchema)
+        return runner(fileset, proc, treename=TREE)
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
