@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 
+from swift_rules.errors import SwiftError
 
-class ClusterError(Exception):
+
+class ClusterError(SwiftError):
     pass
 
 

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import yaml
 
+from swift_rules.errors import SwiftError
+
 DEVICES = ("cpu", "gpu")
 NAME_PATTERN = re.compile(r"^[A-Za-z_][\w.-]*::[A-Za-z_][\w.-]*$")
 ENTRY_POINT_GROUP = "swift_rules.stages"
 BUILTIN_REGISTRY = Path(__file__).with_name("stages.yaml")
 
 
-class RegistryError(Exception):
+class RegistryError(SwiftError):
     """A stage name, registration or import path is wrong."""
 
 

@@ -13,11 +13,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from swift_rules.atomic import write_bytes
+from swift_rules.errors import SwiftError
 
 FORMAT_VERSION = 1
 
 
-class ResultError(Exception):
+class ResultError(SwiftError):
     pass
 
 
@@ -57,21 +58,29 @@ def accumulate(a, b):
     return a + b
 
 
+def _values(metas: list[dict], key: str) -> list:
+    """Distinct values of ``key`` over partial records (a value or a list of them)."""
+    found = set()
+    for meta in metas:
+        value = meta.get(key)
+        found.update(value if isinstance(value, list) else [value])
+    return sorted(found - {None})
+
+
 def merge_meta(metas: list[dict]) -> dict:
     """Combine the records of partial results: events add up, inputs are listed."""
     events: dict[str, int] = {}
     for meta in metas:
         for sample, n in meta.get("events", {}).items():
             events[sample] = events.get(sample, 0) + n
-    first = metas[0] if metas else {}
     return {
-        "stage": first.get("stage"),
-        "variants": sorted({m.get("variant") for m in metas if m.get("variant")}),
-        "code_fingerprint": sorted({m.get("code_fingerprint") for m in metas} - {None}),
+        "stage": metas[0].get("stage") if metas else None,
+        "variant": _values(metas, "variant"),
+        "code_fingerprint": _values(metas, "code_fingerprint"),
         "events": dict(sorted(events.items())),
-        "files": sorted(f for m in metas for f in m.get("files", [])),
-        "skipped_files": sorted(f for m in metas for f in m.get("skipped_files", [])),
-        "parts": len(metas),
+        "files": _values(metas, "files"),
+        "skipped_files": _values(metas, "skipped_files"),
+        "parts": sum(m.get("parts", 1) for m in metas),
     }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from swift_rules import device, fingerprint
 from swift_rules.clusters import dask_client
+from swift_rules.errors import SwiftError
 from swift_rules.registry import REGISTRY, StageRegistry
 from swift_rules.results import save_result
 
@@ -23,7 +24,7 @@ TREE = "Events"
 VERSIONED = ("swift-rules", "coffea", "uproot", "awkward", "hist", "numpy", "numba", "dask")
 
 
-class InputError(Exception):
+class InputError(SwiftError):
     """An input file is unreadable, truncated or lacks a branch the stage needs."""
 
 

@@ -1,0 +1,80 @@
+# swift-rules: generic rules that run registered stages over file groups and merge them.
+#
+# Use from a workflow (no copying):
+#     from swift_rules.workflow import rules_path
+#     configfile: "config/config.yaml"
+#     include: rules_path("stages.smk")
+# or with Snakemake's `module` (see docs/stages.md). Every stage listed under
+# `stages:` in the config runs over every sample; targets:
+#     SR.merged("ns::stage")  -> results/ns/stage/merged.pkl
+#
+# Shell rules only (REANA's Snakemake engine runs nothing else); loads under
+# Snakemake 7.32.4 and 9.
+
+from snakemake.utils import validate
+from swift_rules.config import SCHEMA_PATH
+from swift_rules.workflow import Plan
+
+validate(config, schema=str(SCHEMA_PATH))
+SR = Plan(config)
+# How stage jobs execute (local, a scheduler address...): not in params, no reruns.
+SWIFT_EXECUTOR_ARGS = SR.executor_args()
+
+
+wildcard_constraints:
+    namespace=r"[A-Za-z_][\w.-]*",
+    stagename=r"[A-Za-z_][\w.-]*",
+    sample=r"[A-Za-z0-9_]+__[A-Za-z0-9_]+",
+    group=r"\d{4}",
+
+
+def _stage(wildcards):
+    return SR.stage_name(wildcards.namespace, wildcards.stagename)
+
+
+rule swift_process:
+    """Run one stage over one group of files of one sample: one cached partial output."""
+    input:
+        lambda w: SR.local_inputs(w.sample, w.group),
+    output:
+        SR.results + "/{namespace}/{stagename}/partial/{sample}/group{group}.pkl",
+    log:
+        SR.results + "/logs/{namespace}/{stagename}/{sample}/group{group}.log",
+    params:
+        # Snakemake reruns a job when its params change: the code hash and the
+        # settings in args make a change rerun exactly the jobs of that stage.
+        code=lambda w: SR.code_fingerprint(_stage(w)),
+        args=lambda w: SR.run_args(_stage(w), w.sample, w.group),
+        stage=_stage,
+    threads: lambda w: SR.settings(_stage(w))["threads"]
+    resources:
+        mem_mb=lambda w: SR.settings(_stage(w))["mem_mb"],
+        runtime=lambda w: SR.settings(_stage(w))["runtime"],
+        gpu=lambda w: SR.settings(_stage(w))["gpu"],
+    shell:
+        "swift-rules run {params.stage:q} {params.args} {SWIFT_EXECUTOR_ARGS} --workers {threads} "
+        "--out {output:q} 2> {log:q}"
+
+
+rule swift_merge_sample:
+    """Sum the partial outputs of one sample, in group order."""
+    input:
+        lambda w: SR.partials(_stage(w), w.sample),
+    output:
+        SR.results + "/{namespace}/{stagename}/samples/{sample}.pkl",
+    log:
+        SR.results + "/logs/{namespace}/{stagename}/{sample}/merge.log",
+    shell:
+        "swift-rules merge {input:q} --out {output:q} 2> {log:q}"
+
+
+rule swift_merge:
+    """Sum the per-sample outputs of one stage, in sample order."""
+    input:
+        lambda w: SR.sample_outputs(_stage(w)),
+    output:
+        SR.results + "/{namespace}/{stagename}/merged.pkl",
+    log:
+        SR.results + "/logs/{namespace}/{stagename}/merge.log",
+    shell:
+        "swift-rules merge {input:q} --out {output:q} 2> {log:q}"
