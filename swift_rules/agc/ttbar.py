@@ -15,7 +15,7 @@ import hist
 import numpy as np
 from coffea import processor
 
-from swift_rules.agc import kernels, smearing
+from swift_rules.agc import kernels
 from swift_rules.agc.samples import BINS, HIGH, LOW, split_sample_name
 
 JET_COLUMNS = ("pt", "eta", "phi", "mass", "jetId")
@@ -97,13 +97,14 @@ class TtbarProcessor(processor.ProcessorABC):
         )  # fmt: skip
         one_lepton = n_leptons == 1
 
-        pt = jets["pt"].astype(np.float64)
+        pt = jets["pt"]
         pt_variations = {"nominal": pt}
         if variation == "nominal":
-            pt_variations["pt_scale_up"] = pt * JES_FACTOR
+            pt64 = pt.astype(np.float64)
+            pt_variations["pt_scale_up"] = pt64 * JES_FACTOR
             ids = [ak.to_numpy(events[c]) for c in EVENT_COLUMNS]
-            pt_variations["pt_res_up"] = pt * smearing.resolution_factors(
-                *ids, jets["offsets"], width=JER_WIDTH
+            pt_variations["pt_res_up"] = pt64 * kernels.resolution_factors(
+                *ids, jets["offsets"], JER_WIDTH
             )
 
         h = new_histogram()
