@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 EPILOG = """\
 The reference workflow runs all of these for you:  snakemake --profile profiles/local
@@ -65,11 +64,16 @@ def cmd_run(args) -> int:
 
     registry = _registry(args)
     run_stage(
-        args.stage, args.sample, args.files, args.out,
-        stage_config=args.settings, executor=args.executor,
-        workers=args.workers or default_workers(), registry=registry,
+        args.stage,
+        args.sample,
+        args.files,
+        args.out,
+        stage_config=args.settings,
+        executor=args.executor,
+        workers=args.workers or default_workers(),
+        registry=registry,
         progress=False if args.no_progress else None,
-    )  # fmt: skip
+    )
     return 0
 
 
@@ -111,18 +115,27 @@ def cmd_generate(args) -> int:
 
         process, variation = split_sample_name(args.sample)
         n = generate.generate_file(
-            args.out, process, variation, args.events, file_index=args.index,
-            seed=args.seed, compression=args.compression,
-        )  # fmt: skip
+            args.out,
+            process,
+            variation,
+            args.events,
+            file_index=args.index,
+            seed=args.seed,
+            compression=args.compression,
+        )
         print(f"[swift-rules] wrote {n:,} events of {args.sample} to {args.out}", file=sys.stderr)
         return 0
     from swift_rules.agc.presets import DEFAULT_SIZES
 
     events, files = DEFAULT_SIZES[args.preset]
     generate.generate_dataset(
-        args.out, events_per_file=args.events or events, files_per_sample=args.files or files,
-        seed=args.seed, compression=args.compression, progress=True,
-    )  # fmt: skip
+        args.out,
+        events_per_file=args.events or events,
+        files_per_sample=args.files or files,
+        seed=args.seed,
+        compression=args.compression,
+        progress=True,
+    )
     return 0
 
 
@@ -193,12 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     def registrations(sp):
-        sp.add_argument("--registry", action="append", metavar="YAML",
-                        help="YAML file with a 'register:' section (repeatable)")  # fmt: skip
-        sp.add_argument("--register", type=_json, metavar="JSON",
-                        help="registrations as JSON: {name: {cpu: path, gpu: path}}")  # fmt: skip
+        sp.add_argument(
+            "--registry",
+            action="append",
+            metavar="YAML",
+            help="YAML file with a 'register:' section (repeatable)",
+        )
+        sp.add_argument(
+            "--register",
+            type=_json,
+            metavar="JSON",
+            help="registrations as JSON: {name: {cpu: path, gpu: path}}",
+        )
 
-    sp = add("stages", cmd_stages, "List registered stages, their variants, and the device each would use here.")
+    sp = add(
+        "stages",
+        cmd_stages,
+        "List registered stages, their variants, and the device each would use here.",
+    )
     sp.add_argument("--config", help="workflow config whose registrations and devices to use")
     registrations(sp)
 
@@ -207,10 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sample", required=True, help="sample name PROCESS__VARIATION")
     sp.add_argument("--files", nargs="+", required=True, help="input ROOT files or URLs")
     sp.add_argument("--out", required=True, help="result file to write (.pkl)")
-    sp.add_argument("--settings", type=_json, default={}, metavar="JSON",
-                    help='stage settings: {"device": "auto", "chunksize": 100000, "options": {...}}')  # fmt: skip
-    sp.add_argument("--executor", type=_json, default={}, metavar="JSON",
-                    help='executor: {"type": "local"} or {"type": "address", "address": "tcp://..."}')  # fmt: skip
+    sp.add_argument(
+        "--settings",
+        type=_json,
+        default={},
+        metavar="JSON",
+        help='stage settings: {"device": "auto", "chunksize": 100000, "options": {...}}',
+    )
+    sp.add_argument(
+        "--executor",
+        type=_json,
+        default={},
+        metavar="JSON",
+        help='executor: {"type": "local"} or {"type": "address", "address": "tcp://..."}',
+    )
     sp.add_argument("--workers", type=int, default=None, help="Dask workers (default: all cores)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     registrations(sp)
@@ -219,14 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("inputs", nargs="+")
     sp.add_argument("--out", required=True)
 
-    sp = add("info", cmd_info, "Print the record of a result file (stage, variant, inputs, timing).")
+    sp = add(
+        "info", cmd_info, "Print the record of a result file (stage, variant, inputs, timing)."
+    )
     sp.add_argument("result")
 
     sp = add("validate", cmd_validate, "Check a workflow config against the schema.")
     sp.add_argument("config")
     sp.add_argument("--show", action="store_true", help="print the config with defaults filled in")
 
-    sp = add("generate", cmd_generate, "Generate NanoAOD-format AGC samples (a dataset, or one file).")
+    sp = add(
+        "generate", cmd_generate, "Generate NanoAOD-format AGC samples (a dataset, or one file)."
+    )
     sp.add_argument("--out", required=True, help="dataset directory, or the file with --sample")
     sp.add_argument("--preset", default="small", choices=["tiny", "small", "benchmark"])
     sp.add_argument("--events", type=int, help="events per file (overrides the preset)")
@@ -240,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("files", nargs="+", help="files laid out as DIR/PROCESS__VARIATION/*.root")
     sp.add_argument("--out", required=True)
 
-    sp = add("histograms", cmd_histograms, "AGC: normalise the merged ttbar output, write histograms.root.")
+    sp = add(
+        "histograms",
+        cmd_histograms,
+        "AGC: normalise the merged ttbar output, write histograms.root.",
+    )
     sp.add_argument("merged", help="merged result of the agc::ttbar stage")
     sp.add_argument("--out", required=True)
 

@@ -200,4 +200,3 @@ def load_registrations(config: Mapping, base: Path | None = None, registry=None)
     if config.get("register"):
         registry.register_mapping(config["register"], source=config.get("_source", "config"))
     return registry
-

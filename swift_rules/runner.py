@@ -7,7 +7,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +37,16 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def _check_complete(path: str, fh) -> None:
+    """A truncated file can still open (its header and tree metadata come first):
+    compare the size the header promises with the size on disk."""
+    if "://" in path:
+        return
+    expected, actual = fh.file.fEND, os.path.getsize(path)
+    if actual < expected:
+        raise OSError(f"file is truncated: {actual} of {expected} bytes")
+
+
 def check_inputs(
     files: Sequence[str], required: Sequence[str], skip_bad_files: bool
 ) -> tuple[dict[str, int], list[str]]:
@@ -59,6 +68,7 @@ def check_inputs(
                 tree = fh[TREE]
                 n = tree.num_entries
                 keys = set(tree.keys())
+                _check_complete(path, fh)
         except InputError:
             raise
         except Exception as err:  # uproot raises many kinds for damaged files
@@ -148,9 +158,9 @@ def _run_coffea(proc, sample, files, stage_config, executor, workers, sample_met
         return {}
     chunksize = int(stage_config.get("chunksize", 100_000))
     fileset = {sample: {"files": {f: TREE for f in files}, "metadata": dict(sample_meta)}}
-    with dask_client(executor, workers) as client, warnings.catch_warnings():
-        # NanoAOD files without every cross-reference are normal (skimmed files).
-        warnings.filterwarnings("ignore", message="Missing cross-reference")
+    # Skimmed NanoAOD files often lack cross-reference branches; that is normal.
+    NanoAODSchema.warn_missing_crossrefs = False
+    with dask_client(executor, workers) as client:
         if client is None:
             ex = processor.IterativeExecutor(status=progress)
         else:

@@ -59,6 +59,7 @@ import numpy as np
 import uproot
 
 from swift_rules.agc import samples as _samples
+from swift_rules.agc.presets import DEFAULT_SIZES, preset_total  # noqa: F401 (re-exported)
 from swift_rules.atomic import atomic_path
 
 __all__ = [
@@ -89,42 +90,6 @@ _COMPRESSION = {
     "lzma": (uproot.LZMA, 8),
     "none": (None, 0),
 }
-
-# ---------------------------------------------------------------------------
-# Presets: (events_per_file, files_per_sample), keyed by sample name.
-# ttbar nominal has more events than its variations, as in the real fileset;
-# W+jets gets more events than single top because so few of them pass.
-
-
-def _preset(ttbar_nominal, ttbar_var, single_top, wjets):
-    events, files = {}, {}
-    for process, variation in _samples.SAMPLE_SETS:
-        name = _samples.sample_name(process, variation)
-        if process == "ttbar":
-            n, f = ttbar_nominal if variation == "nominal" else ttbar_var
-        elif process == "wjets":
-            n, f = wjets
-        else:
-            n, f = single_top
-        events[name], files[name] = n, f
-    return events, files
-
-
-DEFAULT_SIZES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
-    # ~33k events: CI smoke tests.
-    "tiny": _preset((5_000, 2), (2_500, 1), (2_000, 1), (7_000, 1)),
-    # ~420k events: the README's default run; several files per set.
-    "small": _preset((40_000, 4), (15_000, 2), (10_000, 2), (40_000, 2)),
-    # ~5.75M events in files of 250k-500k.
-    "benchmark": _preset((500_000, 4), (250_000, 2), (250_000, 1), (500_000, 2)),
-}
-
-
-def preset_total(name: str) -> int:
-    """Total number of events of a :data:`DEFAULT_SIZES` preset."""
-    events, files = DEFAULT_SIZES[name]
-    return sum(events[k] * files[k] for k in events)
-
 
 # ---------------------------------------------------------------------------
 # Variations

@@ -6,9 +6,8 @@ from collections.abc import Mapping
 
 import hist
 
-from swift_rules.errors import SwiftError
-
 from swift_rules.agc.samples import event_weight, split_sample_name
+from swift_rules.errors import SwiftError
 
 
 class EmptySampleError(SwiftError, ValueError):

@@ -1,0 +1,240 @@
+"""The AGC selection on small hand-built events with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from swift_rules.agc import kernels, smearing
+from swift_rules.agc.samples import event_weight
+from swift_rules.agc.ttbar import TtbarProcessor
+
+GOOD_E = {"pt": 40.0, "eta": 0.5, "cutBased": 4, "sip3d": 1.0}
+GOOD_MU = {"pt": 40.0, "eta": 0.5, "tightId": True, "sip3d": 1.0, "pfRelIso04_all": 0.05}
+
+
+def jet(pt, eta=0.0, phi=0.0, mass=10.0, btag=0.1, jet_id=6):
+    return {"pt": pt, "eta": eta, "phi": phi, "mass": mass, "btagCSVV2": btag, "jetId": jet_id}
+
+
+def p4(j):
+    px, py = j["pt"] * math.cos(j["phi"]), j["pt"] * math.sin(j["phi"])
+    pz = j["pt"] * math.sinh(j["eta"])
+    return px, py, pz, math.sqrt(px * px + py * py + pz * pz + j["mass"] ** 2)
+
+
+def trijet_mass(jets):
+    px, py, pz, e = (sum(c) for c in zip(*(p4(j) for j in jets)))
+    return math.sqrt(e * e - px * px - py * py - pz * pz), math.hypot(px, py)
+
+
+# Each event: (electrons, muons, jets, expected region, expected observable or None)
+FOUR_JETS_1B = [jet(100, btag=0.9), jet(80, phi=1), jet(60, phi=2), jet(40, phi=3)]
+TWO_B = [
+    jet(120, btag=0.9, phi=0.1),
+    jet(90, phi=1.5),
+    jet(70, btag=0.8, phi=3.0),
+    jet(50, phi=-1.5),
+    jet(35, eta=1.0, phi=-0.5),
+]
+EVENTS = [
+    ([GOOD_E], [], FOUR_JETS_1B, 1, 280.0),
+    ([], [GOOD_MU], FOUR_JETS_1B, 1, 280.0),
+    ([GOOD_E], [GOOD_MU], FOUR_JETS_1B, 0, None),  # two leptons
+    ([{**GOOD_E, "cutBased": 3}], [], FOUR_JETS_1B, 0, None),  # electron fails ID
+    ([{**GOOD_E, "eta": 2.2}], [], FOUR_JETS_1B, 0, None),
+    ([{**GOOD_E, "sip3d": 5.0}], [], FOUR_JETS_1B, 0, None),
+    ([], [{**GOOD_MU, "pfRelIso04_all": 0.2}], FOUR_JETS_1B, 0, None),
+    ([], [{**GOOD_MU, "tightId": False}], FOUR_JETS_1B, 0, None),
+    ([{**GOOD_E, "pt": 25.0}], [], FOUR_JETS_1B, 0, None),  # lepton too soft
+    ([GOOD_E], [], FOUR_JETS_1B[:3], 0, None),  # three jets
+    ([GOOD_E], [], [*FOUR_JETS_1B[:3], jet(40, jet_id=2)], 0, None),  # jetId != 6
+    ([GOOD_E], [], [*FOUR_JETS_1B[:3], jet(40, eta=2.5)], 0, None),
+    ([GOOD_E], [], [*FOUR_JETS_1B[:3], jet(29.0)], 0, None),
+    ([GOOD_E], [], [jet(100), jet(80), jet(60), jet(40)], 0, None),  # no b-tag
+    ([GOOD_E], [], TWO_B, 2, None),  # trijet: computed below
+    ([GOOD_E], [], [*FOUR_JETS_1B, jet(31, jet_id=0, btag=0.99)], 1, 280.0),  # bad jet ignored
+]
+
+
+def expected_trijet(jets):
+    best = None
+    n = len(jets)
+    for i in range(n):
+        for j in range(i + 1, n):
+            for k in range(j + 1, n):
+                trio = [jets[i], jets[j], jets[k]]
+                if max(t["btagCSVV2"] for t in trio) <= 0.5:
+                    continue
+                mass, pt = trijet_mass(trio)
+                if best is None or pt > best[1]:
+                    best = (mass, pt)
+    return best[0]
+
+
+def write_events(path, events):
+    def coll(items, fields, dtypes):
+        return ak.zip(
+            {
+                f: ak.values_astype(ak.Array([[o[f] for o in ev] for ev in items]), dtypes[f])
+                for f in fields
+            }
+        )
+
+    jet_types = {
+        "pt": "float32",
+        "eta": "float32",
+        "phi": "float32",
+        "mass": "float32",
+        "btagCSVV2": "float32",
+        "jetId": "int32",
+    }
+    ele_types = {"pt": "float32", "eta": "float32", "cutBased": "int32", "sip3d": "float32"}
+    mu_types = {
+        "pt": "float32",
+        "eta": "float32",
+        "tightId": "bool",
+        "sip3d": "float32",
+        "pfRelIso04_all": "float32",
+    }
+    n = len(events)
+    with uproot.recreate(path) as f:
+        f["Events"] = {
+            "run": np.ones(n, dtype=np.uint32),
+            "luminosityBlock": np.ones(n, dtype=np.uint32),
+            "event": np.arange(1, n + 1, dtype=np.uint64),
+            "Jet": coll([e[2] for e in events], jet_types, jet_types),
+            "Electron": coll([e[0] for e in events], ele_types, ele_types),
+            "Muon": coll([e[1] for e in events], mu_types, mu_types),
+        }
+
+
+@pytest.fixture(scope="module")
+def handmade(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hand") / "events.root"
+    write_events(path, EVENTS)
+    return path
+
+
+def run_processor(path, sample="ttbar__nominal", **options):
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    runner = processor.Runner(processor.IterativeExecutor(), chunksize=5, schema=NanoAODSchema)
+    return runner({sample: [str(path)]}, TtbarProcessor(**options), treename="Events")
+
+
+def test_regions_and_observables_of_handmade_events(handmade):
+    out = run_processor(handmade)
+    h = out["hists"]["ttbar__nominal"]
+    n1b = sum(1 for e in EVENTS if e[3] == 1)
+    n2b = sum(1 for e in EVENTS if e[3] == 2)
+    assert h[:, "4j1b", "ttbar", "nominal"].values(flow=True).sum() == n1b
+    assert h[:, "4j2b", "ttbar", "nominal"].values(flow=True).sum() == n2b
+    # HT = 280 for every 4j1b event: all in the bin [270, 290)
+    ht = h[:, "4j1b", "ttbar", "nominal"]
+    assert ht[hist_index(280.0)].value == n1b
+
+
+def hist_index(x):
+    import hist
+
+    return hist.loc(x)
+
+
+def test_trijet_mass_matches_a_hand_computation():
+    electrons, muons, jets, _, _ = EVENTS[14]
+    expected = expected_trijet(jets)
+    offsets = np.array([0, len(jets)])
+    col = {k: np.array([j[k] for j in jets]) for k in jets[0]}
+    region, observable, leading = kernels.select_regions(
+        np.array([True]),
+        offsets,
+        col["pt"].astype(np.float64),
+        col["eta"],
+        col["phi"],
+        col["mass"],
+        col["btagCSVV2"],
+        col["jetId"],
+        0.5,
+    )
+    assert region[0] == kernels.REGION_4J2B
+    assert observable[0] == pytest.approx(expected, rel=1e-12)
+    assert list(leading[0]) == [120, 90, 70, 50]
+
+
+def test_btag_and_scale_weights(handmade):
+    h = run_processor(handmade, sample="wjets__nominal")["hists"]["wjets__nominal"]
+    nominal = h[:, "4j1b", "wjets", "nominal"].values().sum()
+    up0 = h[:, "4j1b", "wjets", "btag_var_0_up"].values().sum()
+    # leading jet pT is 100 GeV in every 4j1b event: weight 1 + 0.075 * 100/50
+    assert up0 == pytest.approx(nominal * (1 + 0.075 * 2))
+    down3 = h[:, "4j1b", "wjets", "btag_var_3_down"].values().sum()
+    assert down3 == pytest.approx(nominal * (1 - 0.075 * 40 / 50))
+    assert h[:, "4j1b", "wjets", "scale_var_up"].values().sum() == pytest.approx(nominal * 1.025)
+    assert "scale_var_up" not in list(
+        run_processor(handmade)["hists"]["ttbar__nominal"].axes["variation"]
+    )
+
+
+def test_variation_samples_get_no_weight_systematics(handmade):
+    h = run_processor(handmade, sample="ttbar__PS_var")["hists"]["ttbar__PS_var"]
+    assert list(h.axes["variation"]) == ["PS_var"]
+
+
+def test_jet_energy_scale_shifts_ht(handmade):
+    h = run_processor(handmade)["hists"]["ttbar__nominal"]
+    # 1.03 x 280 = 288.4 GeV, still in [270, 290)
+    assert (
+        h[hist_index(288.4), "4j1b", "ttbar", "pt_scale_up"].value
+        == h[hist_index(280.0), "4j1b", "ttbar", "nominal"].value
+    )
+
+
+def test_configurable_btag_branch_and_threshold(tmp_path):
+    events = [
+        ([GOOD_E], [], [jet(100, btag=0.4), jet(80), jet(60), jet(40)], None, None),
+        ([GOOD_E], [GOOD_MU], [jet(50)], None, None),
+    ]
+    path = tmp_path / "e.root"
+    write_events(path, events)
+    assert "4j1b" not in list(run_processor(path)["hists"]["ttbar__nominal"].axes["region"])
+    h = run_processor(path, btag_threshold=0.3)["hists"]["ttbar__nominal"]
+    assert h[:, "4j1b", "ttbar", "nominal"].values().sum() == 1
+
+
+def test_smearing_is_seeded_by_event_identity_not_position():
+    offsets = np.array([0, 2, 5])
+    run, lumi, ev = np.array([1, 1]), np.array([3, 3]), np.array([10, 11])
+    both = kernels.resolution_factors(run, lumi, ev, offsets, 0.05)
+    second_alone = kernels.resolution_factors(run[1:], lumi[1:], ev[1:], np.array([0, 3]), 0.05)
+    assert np.array_equal(both[2:], second_alone)
+    # The numba kernel and the array (numpy/cupy) formulation draw the same numbers.
+    assert np.allclose(both, smearing.resolution_factors(run, lumi, ev, offsets), rtol=1e-14)
+    other_event = kernels.resolution_factors(run, lumi, ev + 100, offsets, 0.05)
+    assert not np.allclose(both, other_event)
+
+
+def test_smearing_distribution():
+    n = 200_000
+    f = kernels.resolution_factors(
+        np.ones(n, np.uint32),
+        np.ones(n, np.uint32),
+        np.arange(n, dtype=np.uint64),
+        np.arange(n + 1),
+        0.05,
+    )
+    assert abs(f.mean() - 1) < 5e-4 and abs(f.std() - 0.05) < 5e-4
+
+
+def test_event_weight_and_empty_sample():
+    assert event_weight("ttbar", 1000) == pytest.approx(729.84 * 3378 / 1000)
+    assert event_weight("wjets", 10) == pytest.approx(15487.16 * 3378 / 10)
+    with pytest.raises(ValueError, match="no events"):
+        event_weight("ttbar", 0)
+    with pytest.raises(KeyError, match="no cross section"):
+        event_weight("zprime", 10)
