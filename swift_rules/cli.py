@@ -149,11 +149,12 @@ def cmd_fileset(args) -> int:
 def cmd_histograms(args) -> int:
     from swift_rules.agc.histograms import write_histograms_root
     from swift_rules.agc.normalise import normalised_histogram
+    from swift_rules.agc.samples import split_sample_name
     from swift_rules.results import load_result
 
     output, meta = load_result(args.merged)
     h = normalised_histogram(output, meta["events"])
-    write_histograms_root(h, args.out)
+    write_histograms_root(h, args.out, processed={split_sample_name(s) for s in meta["events"]})
     if meta.get("skipped_files"):
         print(
             "[swift-rules] left out of the normalisation, as unreadable: "

@@ -13,8 +13,9 @@ from swift_rules.agc import kernels, smearing
 from swift_rules.agc.samples import event_weight
 from swift_rules.agc.ttbar import TtbarProcessor
 
-GOOD_E = {"pt": 40.0, "eta": 0.5, "cutBased": 4, "sip3d": 1.0}
-GOOD_MU = {"pt": 40.0, "eta": 0.5, "tightId": True, "sip3d": 1.0, "pfRelIso04_all": 0.05}
+LEPTON = {"phi": 0.0, "mass": 0.0, "charge": -1}
+GOOD_E = {**LEPTON, "pt": 40.0, "eta": 0.5, "cutBased": 4, "sip3d": 1.0}
+GOOD_MU = {**LEPTON, "pt": 40.0, "eta": 0.5, "tightId": True, "sip3d": 1.0, "pfRelIso04_all": 0.05}
 
 
 def jet(pt, eta=0.0, phi=0.0, mass=10.0, btag=0.1, jet_id=6):
@@ -77,40 +78,41 @@ def expected_trijet(jets):
 
 
 def write_events(path, events):
-    def coll(items, fields, dtypes):
+    """A NanoAOD-like TTree with exactly these objects (explicit types, any emptiness)."""
+
+    def coll(items, types):
+        counts = [len(ev) for ev in items]
         return ak.zip(
             {
-                f: ak.values_astype(ak.Array([[o[f] for o in ev] for ev in items]), dtypes[f])
-                for f in fields
+                f: ak.unflatten(np.array([o[f] for ev in items for o in ev], dtype=t), counts)
+                for f, t in types.items()
             }
         )
 
     jet_types = {
-        "pt": "float32",
-        "eta": "float32",
-        "phi": "float32",
-        "mass": "float32",
-        "btagCSVV2": "float32",
-        "jetId": "int32",
+        "pt": "f4",
+        "eta": "f4",
+        "phi": "f4",
+        "mass": "f4",
+        "btagCSVV2": "f4",
+        "jetId": "i4",
     }
-    ele_types = {"pt": "float32", "eta": "float32", "cutBased": "int32", "sip3d": "float32"}
-    mu_types = {
-        "pt": "float32",
-        "eta": "float32",
-        "tightId": "bool",
-        "sip3d": "float32",
-        "pfRelIso04_all": "float32",
-    }
+    lepton = {"pt": "f4", "eta": "f4", "phi": "f4", "mass": "f4", "charge": "i4"}
+    ele_types = {**lepton, "cutBased": "i4", "sip3d": "f4"}
+    mu_types = {**lepton, "tightId": "?", "sip3d": "f4", "pfRelIso04_all": "f4"}
     n = len(events)
+    branches = {
+        "run": np.ones(n, dtype=np.uint32),
+        "luminosityBlock": np.ones(n, dtype=np.uint32),
+        "event": np.arange(1, n + 1, dtype=np.uint64),
+        "Jet": coll([e[2] for e in events], jet_types),
+        "Electron": coll([e[0] for e in events], ele_types),
+        "Muon": coll([e[1] for e in events], mu_types),
+    }
     with uproot.recreate(path) as f:
-        f["Events"] = {
-            "run": np.ones(n, dtype=np.uint32),
-            "luminosityBlock": np.ones(n, dtype=np.uint32),
-            "event": np.arange(1, n + 1, dtype=np.uint64),
-            "Jet": coll([e[2] for e in events], jet_types, jet_types),
-            "Electron": coll([e[0] for e in events], ele_types, ele_types),
-            "Muon": coll([e[1] for e in events], mu_types, mu_types),
-        }
+        types = {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in branches.items()}
+        tree = f.mktree("Events", types)
+        tree.extend(branches)
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +188,15 @@ def test_variation_samples_get_no_weight_systematics(handmade):
     assert list(h.axes["variation"]) == ["PS_var"]
 
 
+def test_a_sample_without_selected_events_has_zero_histograms(tmp_path):
+    path = tmp_path / "none.root"
+    write_events(path, [([], [], [jet(50)], None, None), ([GOOD_E], [], [], None, None)])
+    h = run_processor(path, sample="wjets__nominal")["hists"]["wjets__nominal"]
+    assert list(h.axes["region"]) == ["4j1b", "4j2b"]
+    assert "scale_var_down" in list(h.axes["variation"])
+    assert h.values().sum() == 0
+
+
 def test_jet_energy_scale_shifts_ht(handmade):
     h = run_processor(handmade)["hists"]["ttbar__nominal"]
     # 1.03 x 280 = 288.4 GeV, still in [270, 290)
@@ -202,7 +213,8 @@ def test_configurable_btag_branch_and_threshold(tmp_path):
     ]
     path = tmp_path / "e.root"
     write_events(path, events)
-    assert "4j1b" not in list(run_processor(path)["hists"]["ttbar__nominal"].axes["region"])
+    h = run_processor(path)["hists"]["ttbar__nominal"]
+    assert h[:, "4j1b", "ttbar", "nominal"].values().sum() == 0
     h = run_processor(path, btag_threshold=0.3)["hists"]["ttbar__nominal"]
     assert h[:, "4j1b", "ttbar", "nominal"].values().sum() == 1
 

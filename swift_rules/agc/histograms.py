@@ -99,15 +99,34 @@ def _ordered(present: list[str], preferred: Sequence[str]) -> list[str]:
     return [p for p in preferred if p in present] + [p for p in present if p not in preferred]
 
 
-def available(h: hist.Hist, process: str, variation: str = NOMINAL) -> bool:
-    """Whether ``(process, variation)`` was filled (in any region, flow bins included).
+# Variations that are samples of their own; every other variation of a process is
+# derived from its nominal sample (event weights, varied jet pT).
+SAMPLE_VARIATIONS = {NOMINAL, *PROCESS_VARIATIONS["ttbar"]}
 
-    Growing category axes have every (process, variation) combination once the
-    categories exist, so an unfilled combination (an alternative sample not run)
-    reads as all zeros: that counts as absent.
+
+def source_sample(process: str, variation: str) -> tuple[str, str]:
+    """The (process, variation) sample a histogram is made from."""
+    return (process, variation if variation in SAMPLE_VARIATIONS else NOMINAL)
+
+
+def available(
+    h: hist.Hist,
+    process: str,
+    variation: str = NOMINAL,
+    processed: set[tuple[str, str]] | None = None,
+) -> bool:
+    """Whether ``(process, variation)`` exists in ``h``.
+
+    ``processed``: the (process, variation) samples the stage ran on. A histogram of a
+    processed sample exists even when no event was selected (it is all zeros). Without
+    it, growing category axes hold every (process, variation) combination once the
+    categories exist, so an unfilled combination reads as all zeros: that counts as
+    absent.
     """
     if process not in _categories(h, "process") or variation not in _categories(h, "variation"):
         return False
+    if processed is not None:
+        return source_sample(process, variation) in processed
     view = h[:, :, process, variation].view(flow=True)
     if h.storage_type is hist.storage.Weight:
         return bool(np.any(view["value"] != 0) or np.any(view["variance"] != 0))
@@ -129,7 +148,12 @@ def select(h: hist.Hist, region: str, process: str, variation: str = NOMINAL) ->
     return h[:, region, process, variation]
 
 
-def pseudodata(h: hist.Hist, region: str, ttbar_scale: float | None = None) -> hist.Hist:
+def pseudodata(
+    h: hist.Hist,
+    region: str,
+    ttbar_scale: float | None = None,
+    processed: set[tuple[str, str]] | None = None,
+) -> hist.Hist:
     """The pseudodata of one region, as a 1D observable histogram.
 
     ``ttbar_scale=None``: the AGC's pseudodata, (ttbar ME_var + ttbar PS_var) / 2 + wjets
@@ -145,7 +169,9 @@ def pseudodata(h: hist.Hist, region: str, ttbar_scale: float | None = None) -> h
     if region not in _categories(h, "region"):
         missing = [histogram_key(region, p, v) for p, v in needed]
     else:
-        missing = [histogram_key(region, p, v) for p, v in needed if not available(h, p, v)]
+        missing = [
+            histogram_key(region, p, v) for p, v in needed if not available(h, p, v, processed)
+        ]
     if missing:
         raise MissingHistogramError(missing, hint=f"needed for the {region} pseudodata")
     if ttbar_scale is None:
@@ -159,7 +185,11 @@ def pseudodata(h: hist.Hist, region: str, ttbar_scale: float | None = None) -> h
     return total
 
 
-def histograms_to_write(h: hist.Hist, ttbar_scale: float | None = None) -> dict[str, hist.Hist]:
+def histograms_to_write(
+    h: hist.Hist,
+    ttbar_scale: float | None = None,
+    processed: set[tuple[str, str]] | None = None,
+) -> dict[str, hist.Hist]:
     """Every histogram of ``histograms.root``, by key, in the AGC's order.
 
     (process, variation) combinations that were not filled are left out (with a log
@@ -172,13 +202,13 @@ def histograms_to_write(h: hist.Hist, ttbar_scale: float | None = None) -> dict[
     skipped: list[str] = []
     for region in regions:
         try:
-            out[f"{region}_{PSEUDODATA}"] = pseudodata(h, region, ttbar_scale)
+            out[f"{region}_{PSEUDODATA}"] = pseudodata(h, region, ttbar_scale, processed)
         except MissingHistogramError as err:
             log.warning("not writing %s_%s: %s", region, PSEUDODATA, err)
         for process in processes:
             for variation in variations_for(process):
                 key = histogram_key(region, process, variation)
-                if available(h, process, variation):
+                if available(h, process, variation, processed):
                     out[key] = h[:, region, process, variation]
                 else:
                     skipped.append(key)
@@ -188,13 +218,17 @@ def histograms_to_write(h: hist.Hist, ttbar_scale: float | None = None) -> dict[
 
 
 def write_histograms_root(
-    h: hist.Hist, path: str | os.PathLike, ttbar_scale: float | None = None
+    h: hist.Hist,
+    path: str | os.PathLike,
+    ttbar_scale: float | None = None,
+    processed: set[tuple[str, str]] | None = None,
 ) -> list[str]:
     """Write the AGC ``histograms.root`` (atomically); return the keys written.
 
     ``ttbar_scale``: see :func:`pseudodata` (None: the AGC's pseudodata).
+    ``processed``: the (process, variation) samples the stage ran on; see :func:`available`.
     """
-    hists = histograms_to_write(h, ttbar_scale)
+    hists = histograms_to_write(h, ttbar_scale, processed)
     if not hists:
         raise ValueError(f"nothing to write to {path}: the histogram has no filled entries")
     with atomic_path(path) as tmp, uproot.recreate(tmp) as f:

@@ -16,11 +16,13 @@ import numpy as np
 from coffea import processor
 
 from swift_rules.agc import kernels
-from swift_rules.agc.samples import BINS, HIGH, LOW, split_sample_name
+from swift_rules.agc.samples import BINS, HIGH, LOW, REGIONS, split_sample_name
 
 JET_COLUMNS = ("pt", "eta", "phi", "mass", "jetId")
 ELECTRON_COLUMNS = ("pt", "eta", "cutBased", "sip3d")
 MUON_COLUMNS = ("pt", "eta", "tightId", "sip3d", "pfRelIso04_all")
+# NanoEvents builds lepton collections only when these exist, even if unused here.
+CANDIDATE_COLUMNS = ("phi", "mass", "charge")
 EVENT_COLUMNS = ("run", "luminosityBlock", "event")
 
 BTAG_WEIGHT_STEP = 0.075  # per 50 GeV of the i-th leading jet's pT
@@ -29,12 +31,25 @@ JES_FACTOR = 1.03
 JER_WIDTH = 0.05
 
 
-def new_histogram() -> hist.Hist:
+def sample_variations(process: str, variation: str) -> list[str]:
+    """The histogram variations one sample fills."""
+    if variation != "nominal":
+        return [variation]
+    names = ["nominal"]
+    names += [f"btag_var_{i}_{d}" for i in range(kernels.N_LEADING) for d in ("up", "down")]
+    if process == "wjets":
+        names += ["scale_var_up", "scale_var_down"]
+    return [*names, "pt_scale_up", "pt_res_up"]
+
+
+def new_histogram(process: str, variation: str) -> hist.Hist:
+    """Empty histogram of one sample, its categories already present (so that a sample
+    with no selected event still yields its zero histograms)."""
     return hist.Hist(
         hist.axis.Regular(BINS, LOW, HIGH, name="observable", label="observable [GeV]"),
-        hist.axis.StrCategory([], name="region", growth=True),
-        hist.axis.StrCategory([], name="process", growth=True),
-        hist.axis.StrCategory([], name="variation", growth=True),
+        hist.axis.StrCategory(REGIONS, name="region", growth=True),
+        hist.axis.StrCategory([process], name="process", growth=True),
+        hist.axis.StrCategory(sample_variations(process, variation), name="variation", growth=True),
         storage=hist.storage.Weight(),
     )
 
@@ -68,8 +83,8 @@ class TtbarProcessor(processor.ProcessorABC):
         return [
             *EVENT_COLUMNS,
             *(f"Jet_{c}" for c in (*JET_COLUMNS, self.btag_branch)),
-            *(f"Electron_{c}" for c in ELECTRON_COLUMNS),
-            *(f"Muon_{c}" for c in MUON_COLUMNS),
+            *(f"Electron_{c}" for c in (*ELECTRON_COLUMNS, *CANDIDATE_COLUMNS)),
+            *(f"Muon_{c}" for c in (*MUON_COLUMNS, *CANDIDATE_COLUMNS)),
         ]
 
     def _columns(self, events, collection: str, names) -> dict[str, np.ndarray]:
@@ -107,7 +122,7 @@ class TtbarProcessor(processor.ProcessorABC):
                 *ids, jets["offsets"], JER_WIDTH
             )
 
-        h = new_histogram()
+        h = new_histogram(process_name, variation)
         for pt_var, varied_pt in pt_variations.items():
             region, observable, leading_pt = kernels.select_regions(
                 one_lepton, jets["offsets"], varied_pt, jets["eta"], jets["phi"],
