@@ -2,8 +2,10 @@
 
 Snakemake sees files, not code inside an installed package. So the rule's params
 carry a hash of the source of the variant(s) that will run and of every module
-of the same top-level package (or of ``swift_rules``) that they import, found by
-parsing the source: nothing is imported, so planning a workflow stays fast.
+"of ours" that they import: modules of the same top-level package, of
+``swift_rules``, or anywhere outside the Python installation (a user's modules
+next to the workflow, editable installs). Imports are found by parsing the source:
+nothing is imported, so planning a workflow stays fast.
 """
 
 from __future__ import annotations
@@ -12,8 +14,20 @@ import ast
 import hashlib
 import importlib.util
 import json
+import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
+
+# Where installed third-party code and the standard library live: not "ours".
+_INSTALLED = {
+    Path(sysconfig.get_path(name)).resolve()
+    for name in ("stdlib", "platstdlib", "purelib", "platlib")
+}
+
+
+def _is_local(origin: Path) -> bool:
+    origin = origin.resolve()
+    return not any(origin.is_relative_to(p) for p in _INSTALLED)
 
 
 def _spec_origin(name: str) -> Path | None:
@@ -46,12 +60,22 @@ def _imported_names(tree: ast.AST, module: str, is_package: bool) -> set[str]:
 def module_closure(modules: Iterable[str], roots: Iterable[str]) -> dict[str, Path]:
     """Source files of ``modules`` and of what they import within ``roots`` packages."""
     roots = set(roots)
+    foreign: set[str] = set()
     seen: dict[str, Path] = {}
     todo = list(modules)
     while todo:
         name = todo.pop()
-        if name in seen or name.split(".")[0] not in roots:
+        top = name.partition(".")[0]
+        if name in seen or top in foreign:
             continue
+        if top not in roots:
+            # Look at the top-level module only (finding it imports nothing), so that
+            # third-party packages are never imported here.
+            top_origin = _spec_origin(top)
+            if top_origin is None or not _is_local(top_origin):
+                foreign.add(top)
+                continue
+            roots.add(top)
         origin = _spec_origin(name)
         if origin is None:
             continue

@@ -1,0 +1,266 @@
+"""The reference workflow end to end, and Snakemake's outputs as the cache."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+import yaml
+from conftest import REPO, snakemake_exe
+
+pytestmark = pytest.mark.slow
+
+TOY_STAGE = '''
+import awkward as ak
+from coffea import processor
+
+from toy_helpers import threshold
+
+
+class CountProcessor(processor.ProcessorABC):
+    """Counts jets above a threshold: a user's own stage."""
+
+    def __init__(self, scale=1.0):
+        self.scale = scale
+
+    def process(self, events):
+        n = ak.sum(ak.num(events.Jet.pt[events.Jet.pt > threshold()]))
+        return {"jets": {events.metadata["dataset"]: int(n) * self.scale}}
+
+    def postprocess(self, accumulator):
+        return accumulator
+'''
+
+
+def write_workdir(
+    path: Path, *, fit: bool, extra_stage: bool, events: int = 1000, files: int = 2
+) -> Path:
+    config = {
+        "results": "results",
+        "data": {
+            "source": "generated",
+            "generated": {"preset": "tiny", "events_per_file": events, "files_per_sample": files},
+            "files_per_group": 1,
+        },
+        "stages": {"agc::ttbar": {"chunksize": 600, "options": {"btag_threshold": 0.5}}},
+        "analysis": {"fit": fit, "hepdata": fit},
+    }
+    if extra_stage:
+        config["register"] = {"toy::count": {"cpu": "toy_stage:CountProcessor"}}
+        config["stages"]["toy::count"] = {"options": {"scale": 1.0}}
+        (path / "toy_stage.py").write_text(TOY_STAGE)
+        (path / "toy_helpers.py").write_text("def threshold():\n    return 30.0\n")
+        (path / "toy_unrelated.py").write_text("VALUE = 1\n")
+    (path / "config").mkdir(parents=True, exist_ok=True)
+    (path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    if extra_stage:
+        # The reference Snakefile plus the toy stage's merged output as a target.
+        (path / "Snakefile").write_text(
+            (REPO / "workflow" / "Snakefile").read_text()
+            + textwrap.dedent(
+                """
+                rule toy:
+                    input: SR.merged("toy::count")
+                """
+            )
+        )
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check=True, **kwargs) -> subprocess.CompletedProcess:
+    snakefile = workdir / "Snakefile"
+    if not snakefile.exists():
+        snakefile = REPO / "workflow" / "Snakefile"
+    cmd = [
+        snakemake_exe(), "--profile", str(REPO / "profiles" / "local"), "--snakefile",
+        str(snakefile), "--directory", str(workdir), "--cores", "2", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{workdir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
+    """Rule -> number of jobs a dry run would run (empty: nothing to do)."""
+    proc = snakemake(workdir, "--dry-run", *targets)
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if m and m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+        elif jobs and line.strip().startswith("total"):
+            break
+    return jobs
+
+
+def histogram_values(path: Path) -> dict[str, np.ndarray]:
+    with uproot.open(path) as f:
+        return {k.split(";")[0]: f[k].values(flow=True) for k in f.keys()}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    workdir = write_workdir(tmp_path_factory.mktemp("agc"), fit=True, extra_stage=False)
+    started = time.perf_counter()
+    snakemake(workdir)
+    return workdir, time.perf_counter() - started
+
+
+def test_reference_workflow_end_to_end(full_run):
+    workdir, _ = full_run
+    results = workdir / "results"
+    for name in ("histograms.root", "provenance.json", "fit/workspace.json",
+                 "fit/fit_results.json", "plots/stack_4j2b.png", "plots/postfit_4j1b.pdf",
+                 "plots/pulls.png", "hepdata/submission.yaml"):  # fmt: skip
+        assert (results / name).stat().st_size > 0, name
+    assert (workdir / "data/generated/fileset.json").exists()
+    keys = set(histogram_values(results / "histograms.root"))
+    assert {"4j1b_ttbar", "4j2b_pseudodata", "4j1b_wjets_scale_var_up"} <= keys
+    fit = yaml.safe_load((results / "fit/fit_results.json").read_text())
+    assert "ttbar_norm" in str(fit)
+
+
+def test_report_gathers_plots_and_fit(full_run):
+    workdir, _ = full_run
+    snakemake(workdir, "--report", "results/report.html")
+    html = (workdir / "results/report.html").read_text(errors="replace")
+    assert "fit_results.json" in html and "stack_4j2b.png" in html
+
+
+def test_noop_rerun_does_nothing(full_run):
+    workdir, _ = full_run
+    assert planned_jobs(workdir) == {}
+
+
+def test_changing_one_input_reruns_only_its_group(full_run, tmp_path):
+    from conftest import run_cli
+
+    workdir, _ = full_run
+    target = workdir / "data/generated/wjets__nominal/wjets__nominal_0001.root"
+    # New content, as when a file of a dataset is replaced (Snakemake ignores a bare
+    # touch of a small file whose checksum did not change).
+    changed = tmp_path / "changed.root"
+    run_cli("generate", "--sample", "wjets__nominal", "--index", "1", "--events", "1000",
+            "--seed", "99", "--out", str(changed))  # fmt: skip
+    os.replace(changed, target)
+    jobs = planned_jobs(workdir)
+    assert jobs.get("swift_process") == 1, jobs
+    assert jobs.get("swift_merge_sample") == 1 and jobs.get("swift_merge") == 1
+    assert jobs.get("agc_generate") is None
+    assert {"agc_histograms", "agc_fit", "agc_plots"} <= set(jobs)
+
+
+@pytest.fixture(scope="module")
+def two_stages(tmp_path_factory):
+    workdir = write_workdir(tmp_path_factory.mktemp("toy"), fit=False, extra_stage=True, files=1)
+    snakemake(workdir, "all", "toy")
+    assert planned_jobs(workdir, "all", "toy") == {}
+    return workdir
+
+
+def test_editing_a_stage_reruns_exactly_its_jobs(two_stages):
+    workdir = two_stages
+    source = workdir / "toy_stage.py"
+    source.write_text(source.read_text().replace('"""Counts jets', '"""Counts the jets'))
+    jobs = planned_jobs(workdir, "all", "toy")
+    # One file per sample: 9 toy jobs, 9 sample merges, one merge; no ttbar job.
+    assert jobs == {"swift_process": 9, "swift_merge_sample": 9, "swift_merge": 1, "toy": 1}
+    snakemake(workdir, "all", "toy")
+
+
+def test_editing_a_module_the_stage_imports_reruns_it(two_stages):
+    workdir = two_stages
+    (workdir / "toy_helpers.py").write_text("def threshold():\n    return 31.0\n")
+    assert planned_jobs(workdir, "all", "toy").get("swift_process") == 9
+    snakemake(workdir, "all", "toy")
+
+
+def test_editing_unrelated_code_reruns_nothing(two_stages):
+    workdir = two_stages
+    (workdir / "toy_unrelated.py").write_text("VALUE = 2\n")
+    assert planned_jobs(workdir, "all", "toy") == {}
+
+
+def test_config_changes_rerun_what_they_affect(two_stages):
+    workdir = two_stages
+    cfg_path = workdir / "config/config.yaml"
+    original = cfg_path.read_text()
+    cfg = yaml.safe_load(original)
+    cfg["stages"]["toy::count"]["threads"] = 2  # resources only: no rerun
+    cfg["executor"] = {"type": "local", "skip_bad_files": False}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert planned_jobs(workdir, "all", "toy") == {}
+    cfg["stages"]["toy::count"]["options"] = {"scale": 2.0}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert planned_jobs(workdir, "all", "toy").get("swift_process") == 9
+    cfg_path.write_text(original)
+
+
+def test_invalid_config_names_key_and_value(tmp_path):
+    workdir = write_workdir(tmp_path, fit=False, extra_stage=False)
+    cfg_path = workdir / "config/config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["data"]["files_per_group"] = 0
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(workdir, "--dry-run", check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "files_per_group" in text and "0" in text
+
+
+def test_killed_run_resumes_to_identical_results(full_run, tmp_path):
+    reference, _ = full_run
+    workdir = write_workdir(tmp_path, fit=False, extra_stage=False)
+    snakemake(workdir, "data/generated/fileset.json")  # inputs first, then the kill
+    cmd = [
+        snakemake_exe(), "--profile", str(REPO / "profiles" / "local"), "--snakefile",
+        str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), "--cores", "1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    partial = workdir / "results/agc/ttbar/partial"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(partial.rglob("*.pkl"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "results/histograms.root").exists()
+    # Whatever was written is complete: every result file that exists loads.
+    from swift_rules.results import load_result
+
+    for path in partial.rglob("*.pkl"):
+        load_result(path)
+    snakemake(workdir, "--unlock")
+    snakemake(workdir)
+    ours = histogram_values(workdir / "results/histograms.root")
+    theirs = histogram_values(reference / "results/histograms.root")
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert np.array_equal(ours[key], theirs[key]), key
+
+
+def test_workflow_loads_without_swift_rules_on_sys_path_of_snakefile():
+    # The rule files are found through the installed package, not a relative path.
+    from swift_rules.workflow import rules_path
+
+    assert Path(rules_path("stages.smk")).is_file()
+    with pytest.raises(FileNotFoundError, match="stages.smk"):
+        rules_path("nope.smk")
+    assert sys.modules["swift_rules"].__file__
