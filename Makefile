@@ -1,0 +1,40 @@
+# The two commands of the README, and a few more.
+#   make agc    set up (first time) and run the AGC workflow on the generated default data
+#   make test   set up (first time) and run the linters and the test suite
+# Set-up is a virtual environment in .venv with the locked versions of everything.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+LOCK   := environment/requirements.lock
+CORES  ?= all
+
+.PHONY: agc test lint docs benchmarks clean
+
+$(STAMP): pyproject.toml $(LOCK)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[all]'
+	touch $@
+
+agc: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --profile profiles/local --cores $(CORES)
+	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --profile profiles/local --report results/report.html
+	@echo "Results: results/ (histograms.root, fit/, plots/, hepdata/, report.html)"
+
+lint: $(STAMP)
+	$(BIN)/ruff check swift_rules tests benchmarks
+	$(BIN)/ruff format --check swift_rules tests benchmarks
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
+test: lint docs
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+benchmarks: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf results .snakemake build data/generated

@@ -1,0 +1,92 @@
+"""Wall time of the reference workflow against the bare stage, same files, same cores.
+
+Bare stage: coffea's Runner with a Dask LocalCluster of N single-threaded workers
+over every file of the benchmark set, cluster start-up included. Workflow: the
+Snakemake reference workflow from the same (already generated) files with
+``--cores N``: per-group stage jobs, merges, histograms.root; then the whole
+workflow including the fit, plots and HEPData tables.
+
+    python benchmarks/workflow_overhead.py [--cores N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+import warnings
+
+from common import REPO, benchmark_fileset, machine, snakemake, table
+
+RESULTS = REPO / "results-benchmark"
+
+
+def bare_stage(fileset, workers: int) -> float:
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+    from distributed import Client, LocalCluster
+
+    from swift_rules.agc.ttbar import TtbarProcessor
+
+    NanoAODSchema.warn_missing_crossrefs = False
+    started = time.perf_counter()
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        executor = processor.DaskExecutor(client=client, status=False)
+        runner = processor.Runner(executor, chunksize=100_000, schema=NanoAODSchema)
+        runner(fileset, TtbarProcessor(), treename="Events")
+    return time.perf_counter() - started
+
+
+def clean_outputs() -> None:
+    # Keep the generated inputs and their logs; drop everything the analysis made.
+    for name in ("agc", "fit", "plots", "hepdata", "histograms.root", "provenance.json"):
+        path = RESULTS / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    fileset = benchmark_fileset()
+    n_events = 0
+    import uproot
+
+    for files in fileset.values():
+        for path in files:
+            with uproot.open(path) as f:
+                n_events += f["Events"].num_entries
+
+    # Warm the page cache and the numba cache once, outside every measurement.
+    bare_stage({k: v[:1] for k, v in list(fileset.items())[:1]}, 1)
+    t_bare = bare_stage(fileset, args.cores)
+    clean_outputs()
+    t_hist = snakemake(str(RESULTS / "histograms.root"), cores=args.cores)
+    t_rest = snakemake(cores=args.cores)
+    t_noop = snakemake(cores=args.cores)
+    table(
+        f"Reference workflow vs bare stage, {n_events:,} events, {args.cores} cores ({machine()})",
+        ["what", "wall time [s]", "events/s", "ratio to bare stage"],
+        [
+            ["bare stage (Runner + Dask LocalCluster)", f"{t_bare:.1f}",
+             f"{n_events / t_bare:,.0f}", "1.00"],
+            ["workflow up to histograms.root", f"{t_hist:.1f}", f"{n_events / t_hist:,.0f}",
+             f"{t_hist / t_bare:.2f}"],
+            ["+ fit, plots, HEPData (after histograms)", f"{t_rest:.1f}", "", ""],
+            ["whole workflow", f"{t_hist + t_rest:.1f}", f"{n_events / (t_hist + t_rest):,.0f}",
+             f"{(t_hist + t_rest) / t_bare:.2f}"],
+            ["no-op rerun", f"{t_noop:.1f}", "", ""],
+        ],
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
