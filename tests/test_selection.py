@@ -152,6 +152,7 @@ def test_trijet_mass_matches_a_hand_computation():
     electrons, muons, jets, _, _ = EVENTS[14]
     expected = expected_trijet(jets)
     offsets = np.array([0, len(jets)])
+    ids = np.array([1]), np.array([1]), np.array([1])
     col = {k: np.array([j[k] for j in jets]) for k in jets[0]}
     region, observable, leading = kernels.select_regions(
         np.array([True]),
@@ -163,6 +164,9 @@ def test_trijet_mass_matches_a_hand_computation():
         col["btagCSVV2"],
         col["jetId"],
         0.5,
+        1.0,
+        0.0,
+        *ids,
     )
     assert region[0] == kernels.REGION_4J2B
     assert observable[0] == pytest.approx(expected, rel=1e-12)
@@ -229,6 +233,27 @@ def test_smearing_is_seeded_by_event_identity_not_position():
     assert np.allclose(both, smearing.resolution_factors(run, lumi, ev, offsets), rtol=1e-14)
     other_event = kernels.resolution_factors(run, lumi, ev + 100, offsets, 0.05)
     assert not np.allclose(both, other_event)
+
+
+def test_smearing_inside_the_selection_equals_presmeared_jets(tiny_dataset):
+    events = uproot.open(tiny_dataset["ttbar__nominal"][0])["Events"].arrays()
+    n = len(events)
+    counts = ak.to_numpy(events["nJet"])
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    col = {
+        k: ak.to_numpy(ak.flatten(events[f"Jet_{k}"]))
+        for k in ("pt", "eta", "phi", "mass", "btagCSVV2", "jetId")
+    }
+    ids = [ak.to_numpy(events[c]) for c in ("run", "luminosityBlock", "event")]
+    everyone = np.ones(n, dtype=bool)
+    args = (col["eta"], col["phi"], col["mass"], col["btagCSVV2"], col["jetId"], 0.5)
+    fused = kernels.select_regions(everyone, offsets, col["pt"], *args, 1.0, 0.05, *ids)
+    smeared = col["pt"].astype(np.float64) * kernels.resolution_factors(*ids, offsets, 0.05)
+    apart = kernels.select_regions(everyone, offsets, smeared, *args, 1.0, 0.0, *ids)
+    for a, b in zip(fused, apart, strict=True):
+        assert np.array_equal(a, b)
+    assert (fused[0] > 0).sum() > 100
 
 
 def test_smearing_distribution():

@@ -51,15 +51,18 @@ def count_leptons(
 @numba.njit(cache=True, nogil=True)
 def select_regions(
     one_lepton, jet_offsets, jet_pt, jet_eta, jet_phi, jet_mass, jet_btag, jet_id,
-    btag_threshold,
+    btag_threshold, pt_scale, smear_width, run, luminosity_block, event,
 ):  # fmt: skip
     """Region, observable and leading selected-jet pTs of every event.
 
-    ``jet_pt`` is the (possibly varied) float64 pT. Returns ``region`` (0: none,
-    1: 4j1b, 2: 4j2b), ``observable`` (HT in 4j1b, trijet mass in 4j2b) and
-    ``leading_pt`` (pT of the four leading selected jets, for b-tag weights).
-    The trijet is the one of largest pT among those with at least one b-tagged
-    jet; ties keep the first in (i < j < k) order, as ``ak.argmax`` does.
+    Jet pT is varied on the fly: multiplied by ``pt_scale`` and, when
+    ``smear_width`` > 0, by a Normal(1, smear_width) factor seeded from the event's
+    (run, luminosityBlock, event) and the jet's index (see ``resolution_factors``);
+    only jets that can be selected draw one. Returns ``region`` (0: none, 1: 4j1b,
+    2: 4j2b), ``observable`` (HT in 4j1b, trijet mass in 4j2b) and ``leading_pt``
+    (pT of the four leading selected jets, for b-tag weights). The trijet is the
+    one of largest pT among those with at least one b-tagged jet; ties keep the
+    first in (i < j < k) order, as ``ak.argmax`` does.
     """
     n_events = len(jet_offsets) - 1
     region = np.zeros(n_events, dtype=np.int8)
@@ -76,12 +79,18 @@ def select_regions(
     for e in range(n_events):
         if not one_lepton[e]:
             continue
+        if smear_width > 0.0:
+            key = event_key(run[e], luminosity_block[e], event[e])
         n_good = 0
         n_b = 0
         ht = 0.0
         for i in range(jet_offsets[e], jet_offsets[e + 1]):
-            pt = jet_pt[i]
-            if not (pt > 30.0 and abs(jet_eta[i]) < 2.4 and jet_id[i] == 6):
+            if not (abs(jet_eta[i]) < 2.4 and jet_id[i] == 6):
+                continue
+            pt = jet_pt[i] * pt_scale
+            if smear_width > 0.0:
+                pt *= 1.0 + smear_width * jet_normal(key, i - jet_offsets[e])
+            if not pt > 30.0:
                 continue
             if n_good < N_LEADING:
                 leading_pt[e, n_good] = pt
@@ -124,6 +133,7 @@ def select_regions(
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_TWO_POW_MINUS_53 = 1.0 / 9007199254740992.0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -134,25 +144,34 @@ def _splitmix64(x):
     return x ^ (x >> np.uint64(31))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def event_key(run, luminosity_block, event):
+    """64-bit key of an event's identity: ``smearing.event_keys`` for one event."""
+    key = _splitmix64(np.uint64(run))
+    key = _splitmix64(key ^ np.uint64(luminosity_block))
+    return _splitmix64(key ^ np.uint64(event))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def jet_normal(key, local_index):
+    """Standard-normal number of jet ``local_index`` of the event with ``key``."""
+    bits1 = _splitmix64(key ^ _splitmix64(np.uint64(local_index)))
+    bits2 = _splitmix64(bits1)
+    u1 = (float(bits1 >> np.uint64(11)) + 0.5) * _TWO_POW_MINUS_53
+    u2 = (float(bits2 >> np.uint64(11)) + 0.5) * _TWO_POW_MINUS_53
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
 @numba.njit(cache=True, nogil=True)
 def resolution_factors(run, luminosity_block, event, offsets, width):
-    """Per-jet Normal(1, width) factors: ``smearing.resolution_factors`` in one pass.
+    """Per-jet Normal(1, width) factors for every jet, as ``select_regions`` draws them.
 
-    Same hash, same Box-Muller formula; agrees with the array version to a few ulp
-    (libm versus numpy's vectorised log/cos), and is itself deterministic.
+    Same hash and Box-Muller formula as the array version ``smearing.resolution_factors``
+    (numpy or cupy); they agree to a few ulp (libm versus numpy's vectorised log/cos).
     """
     factors = np.empty(offsets[-1] - offsets[0], dtype=np.float64)
-    scale = 1.0 / 9007199254740992.0  # 2**-53
     for e in range(len(offsets) - 1):
-        key = _splitmix64(np.uint64(run[e]))
-        key = _splitmix64(key ^ np.uint64(luminosity_block[e]))
-        key = _splitmix64(key ^ np.uint64(event[e]))
+        key = event_key(run[e], luminosity_block[e], event[e])
         for i in range(offsets[e], offsets[e + 1]):
-            local = np.uint64(i - offsets[e])
-            bits1 = _splitmix64(key ^ _splitmix64(local))
-            bits2 = _splitmix64(bits1)
-            u1 = (float(bits1 >> np.uint64(11)) + 0.5) * scale
-            u2 = (float(bits2 >> np.uint64(11)) + 0.5) * scale
-            z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-            factors[i - offsets[0]] = 1.0 + width * z
+            factors[i - offsets[0]] = 1.0 + width * jet_normal(key, i - offsets[e])
     return factors

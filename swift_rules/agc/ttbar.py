@@ -112,21 +112,19 @@ class TtbarProcessor(processor.ProcessorABC):
         )  # fmt: skip
         one_lepton = n_leptons == 1
 
-        pt = jets["pt"]
-        pt_variations = {"nominal": pt}
+        ids = [ak.to_numpy(events[c]) for c in EVENT_COLUMNS]
+        # (pT scale, resolution smearing width) of each jet-pT variation
+        pt_variations = {"nominal": (1.0, 0.0)}
         if variation == "nominal":
-            pt64 = pt.astype(np.float64)
-            pt_variations["pt_scale_up"] = pt64 * JES_FACTOR
-            ids = [ak.to_numpy(events[c]) for c in EVENT_COLUMNS]
-            pt_variations["pt_res_up"] = pt64 * kernels.resolution_factors(
-                *ids, jets["offsets"], JER_WIDTH
-            )
+            pt_variations["pt_scale_up"] = (JES_FACTOR, 0.0)
+            pt_variations["pt_res_up"] = (1.0, JER_WIDTH)
 
         h = new_histogram(process_name, variation)
-        for pt_var, varied_pt in pt_variations.items():
+        for pt_var, (pt_scale, smear_width) in pt_variations.items():
             region, observable, leading_pt = kernels.select_regions(
-                one_lepton, jets["offsets"], varied_pt, jets["eta"], jets["phi"],
+                one_lepton, jets["offsets"], jets["pt"], jets["eta"], jets["phi"],
                 jets["mass"], jets[self.btag_branch], jets["jetId"], self.btag_threshold,
+                pt_scale, smear_width, *ids,
             )  # fmt: skip
             for code, region_name in ((kernels.REGION_4J1B, "4j1b"), (kernels.REGION_4J2B, "4j2b")):
                 mask = region == code
