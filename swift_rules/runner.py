@@ -115,7 +115,7 @@ def run_stage(
 
     started = time.perf_counter()
     output = _run_coffea(
-        processor_instance, sample, list(entries), stage_config, executor, workers,
+        processor_instance, sample, entries, stage_config, executor, workers,
         sample_metadata or {}, sys.stderr.isatty() if progress is None else progress,
     )  # fmt: skip
     wall = time.perf_counter() - started
@@ -150,7 +150,41 @@ def run_stage(
     return output, meta
 
 
-def _run_coffea(proc, sample, files, stage_config, executor, workers, sample_meta, progress):
+class ProgressLog:
+    """Wraps a processor for in-process runs: a line on stderr every ``interval`` s.
+
+    Stage jobs write to a log file, where a progress bar cannot draw; these lines
+    let a user ``tail -f`` a long job. (Dask runs: see the scheduler's dashboard.)
+    """
+
+    def __init__(self, proc, total: int, label: str, interval: float = 10.0):
+        self.proc, self.total, self.label, self.interval = proc, total, label, interval
+        self.done = 0
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, events):
+        out = self.proc.process(events)
+        self.done += len(events)
+        now = time.perf_counter()
+        if now - self.last >= self.interval:
+            self.last = now
+            rate = self.done / (now - self.started)
+            eta = (self.total - self.done) / rate if rate else float("nan")
+            print(
+                f"[swift-rules] {self.label}: {self.done:,}/{self.total:,} events "
+                f"({100 * self.done / max(self.total, 1):.0f}%), {rate:,.0f} events/s, "
+                f"about {eta:.0f} s left",
+                file=sys.stderr,
+                flush=True,
+            )
+        return out
+
+    def postprocess(self, accumulator):
+        return self.proc.postprocess(accumulator)
+
+
+def _run_coffea(proc, sample, files: dict[str, int], stage_config, executor, workers,
+                sample_meta, progress):  # fmt: skip
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
 
@@ -163,8 +197,11 @@ def _run_coffea(proc, sample, files, stage_config, executor, workers, sample_met
     with dask_client(executor, workers) as client:
         if client is None:
             ex = processor.IterativeExecutor(status=progress)
+            if not progress:
+                proc = ProgressLog(proc, sum(files.values()), sample)
         else:
             ex = processor.DaskExecutor(client=client, status=progress, retries=0)
+            print(f"[swift-rules] Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         runner = processor.Runner(ex, chunksize=chunksize, schema=NanoAODSchema)
         return runner(fileset, proc, treename=TREE)
 

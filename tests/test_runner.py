@@ -252,3 +252,21 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     assert target.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [target]
     shutil.rmtree(tmp_path / "nothing", ignore_errors=True)
+
+
+def test_progress_lines_for_log_files(capsys):
+    from swift_rules.runner import ProgressLog
+
+    class Proc:
+        def process(self, events):
+            return {"n": len(events)}
+
+        def postprocess(self, acc):
+            return acc
+
+    wrapped = ProgressLog(Proc(), total=30, label="s__v", interval=0.0)
+    assert wrapped([0] * 10) == {"n": 10}
+    wrapped([0] * 20)
+    err = capsys.readouterr().err
+    assert "s__v: 10/30 events (33%)" in err and "30/30 events (100%)" in err
+    assert wrapped.postprocess({"n": 1}) == {"n": 1}
