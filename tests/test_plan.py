@@ -1,0 +1,124 @@
+"""The workflow plan: samples, file groups, job arguments and outputs from a config."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from swift_rules.config import ConfigError, validate_config
+from swift_rules.workflow import Plan, read_fileset
+
+
+def test_generated_preset_layout():
+    plan = Plan(
+        {
+            "data": {"generated": {"preset": "tiny"}, "files_per_group": 1},
+            "stages": {"agc::ttbar": {}},
+        }
+    )
+    assert len(plan.samples) == 9
+    assert plan.groups("ttbar__nominal") == [
+        ["data/generated/ttbar__nominal/ttbar__nominal_0000.root"],
+        ["data/generated/ttbar__nominal/ttbar__nominal_0001.root"],
+    ]
+    assert plan.partials("agc::ttbar", "ttbar__nominal") == [
+        "results/agc/ttbar/partial/ttbar__nominal/group0000.pkl",
+        "results/agc/ttbar/partial/ttbar__nominal/group0001.pkl",
+    ]
+    assert plan.merged("agc::ttbar") == "results/agc/ttbar/merged.pkl"
+
+
+def test_real_agc_fileset_with_a_file_limit():
+    plan = Plan(
+        {
+            "data": {"source": "fileset", "fileset": "agc", "max_files_per_sample": 1},
+            "stages": {"agc::ttbar": {}},
+        }
+    )
+    assert len(plan.samples) == 9
+    (url,) = plan.group_files("wjets__nominal", 0)
+    assert url.startswith("https://") and url.endswith(".root")
+    assert plan.local_inputs("wjets__nominal", 0) == []  # remote: read, not tracked
+    full = read_fileset("agc")
+    assert sum(len(f) for f in full.values()) == 787
+    assert sum(n for f in full.values() for _, n in f) == 940_160_174
+
+
+def test_samples_subset_and_unknown_sample():
+    cfg = {"data": {"generated": {"preset": "tiny"}, "samples": ["wjets__nominal"]}}
+    assert Plan(cfg).samples == ["wjets__nominal"]
+    cfg["data"]["samples"] = ["zprime__nominal"]
+    with pytest.raises(ValueError, match="zprime__nominal"):
+        Plan(cfg)
+
+
+def test_run_arguments_carry_settings_but_not_resources_or_executor():
+    plan = Plan(
+        {
+            "data": {"generated": {"preset": "tiny"}},
+            "stages": {"agc::ttbar": {"threads": 4, "options": {"btag_threshold": 0.7}}},
+            "executor": {"type": "address", "address": "tcp://x:1"},
+        }
+    )
+    args = shlex.split(plan.run_args("agc::ttbar", "ttbar__nominal", 0))
+    settings = json.loads(args[args.index("--settings") + 1])
+    assert settings["options"] == {"btag_threshold": 0.7}
+    assert "threads" not in settings and "tcp://x:1" not in " ".join(args)
+    assert "tcp://x:1" in plan.executor_args()
+
+
+def test_fingerprint_depends_on_device_choice(monkeypatch):
+    from swift_rules.registry import StageRegistry
+
+    reg = StageRegistry(builtins=False)
+    cfg = {
+        "register": {
+            "ns::s": {
+                "cpu": "swift_rules.agc.ttbar:TtbarProcessor",
+                "gpu": "swift_rules.agc.normalise:X",
+            }
+        },
+        "stages": {"ns::s": {"device": "cpu"}},
+        "data": {"generated": {"preset": "tiny"}},
+    }
+    cpu = Plan(cfg, registry=reg).code_fingerprint("ns::s")
+    cfg["stages"]["ns::s"]["device"] = "auto"
+    auto = Plan(cfg, registry=StageRegistry(builtins=False)).code_fingerprint("ns::s")
+    assert cpu != auto
+
+
+def test_bad_fileset_is_named(tmp_path):
+    path = tmp_path / "fs.json"
+    path.write_text(json.dumps({"ttbar": {"nominal": {"files": [{"path": "a.root"}]}}}))
+    with pytest.raises(ValueError, match=r"fs\.json.*ttbar/nominal"):
+        read_fileset(path)
+    with pytest.raises(ValueError, match="no_such.json"):
+        read_fileset(tmp_path / "no_such.json")
+
+
+def test_config_errors_name_key_and_value():
+    with pytest.raises(ConfigError) as err:
+        validate_config(
+            {
+                "stages": {"agc::ttbar": {"device": "tpu", "chunksize": 0}},
+                "data": {"sourc": "generated"},
+            }
+        )
+    text = str(err.value)
+    assert "stages.agc::ttbar.device: 'tpu' is not one of" in text
+    assert "stages.agc::ttbar.chunksize: 0 is less than the minimum of 1" in text
+    assert "'sourc' was unexpected" in text
+
+
+def test_validate_command(tmp_path):
+    from conftest import run_cli
+
+    good = tmp_path / "good.yaml"
+    good.write_text("stages:\n  agc::ttbar: {}\n")
+    assert "valid" in run_cli("validate", str(good)).stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("executor:\n  type: slurm\n")
+    proc = run_cli("validate", str(bad), check=False)
+    assert proc.returncode == 2 and "executor.type: 'slurm'" in proc.stderr
