@@ -25,13 +25,13 @@ def _json(text: str):
 def _registry(args):
     from swift_rules.registry import REGISTRY, load_registrations
 
-    config = {"registries": getattr(args, "registry", None) or []}
-    if getattr(args, "register", None):
-        config["register"] = args.register
     if getattr(args, "config", None):
         from swift_rules.config import load_config
 
-        config = load_config(args.config)
+        load_registrations(load_config(args.config), registry=REGISTRY)
+    config = {"registries": getattr(args, "registry", None) or []}
+    if getattr(args, "register", None):
+        config["register"] = args.register
     return load_registrations(config, registry=REGISTRY)
 
 
@@ -60,16 +60,24 @@ def cmd_stages(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from swift_rules.runner import default_workers, run_stage
+    import os
 
+    from swift_rules.runner import EXECUTOR_ENV, default_workers, run_stage
+
+    # A user's stage modules next to the workflow import as with `python -m`.
+    sys.path.insert(0, os.getcwd())
     registry = _registry(args)
+    executor = args.executor
+    if executor is None:
+        executor = _json(os.environ.get(EXECUTOR_ENV) or "{}")
     run_stage(
         args.stage,
         args.sample,
         args.files,
         args.out,
         stage_config=args.settings,
-        executor=args.executor,
+        executor=executor,
+        skip_bad_files=args.skip_bad_files or None,
         workers=args.workers or default_workers(),
         registry=registry,
         progress=False if args.no_progress else None,
@@ -110,6 +118,10 @@ def cmd_validate(args) -> int:
 def cmd_generate(args) -> int:
     from swift_rules.agc import generate
 
+    if args.sample and not args.events:
+        raise SystemExit(
+            "swift-rules generate: error: --sample needs --events (events in the file)"
+        )
     if args.sample:
         from swift_rules.agc.samples import split_sample_name
 
@@ -243,9 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--executor",
         type=_json,
-        default={},
+        default=None,
         metavar="JSON",
-        help='executor: {"type": "local"} or {"type": "address", "address": "tcp://..."}',
+        help='executor: {"type": "local"} or {"type": "address", "address": "tcp://..."} '
+        "(default: $SWIFT_RULES_EXECUTOR, set by the workflow's rules, else local)",
+    )
+    sp.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="leave unreadable files out (reported, and not counted) instead of failing",
     )
     sp.add_argument("--workers", type=int, default=None, help="Dask workers (default: all cores)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -292,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("histograms")
     sp.add_argument("--out", required=True, help="output directory")
 
-    sp = add("plot", cmd_plot, "AGC: stacked, pre-fit, post-fit and pull plots (PNG and PDF).")
+    sp = add(
+        "plot", cmd_plot, "AGC: stacked, pre-/post-fit, pull and correlation plots (PNG, PDF)."
+    )
     sp.add_argument("histograms")
     sp.add_argument("--fit", required=True, help="fit output directory")
     sp.add_argument("--out", required=True)

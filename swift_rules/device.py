@@ -107,7 +107,11 @@ def possible_devices(stage: Stage, configured: str | None = None) -> list[str]:
     Jobs may run on other machines than the one that plans the workflow, so
     ``auto`` counts every registered variant.
     """
-    wanted, _ = requested_device(configured)
+    wanted, origin = requested_device(configured)
     if wanted == "auto":
         return sorted(stage.variants)
+    if wanted not in stage.variants:
+        raise DeviceError(
+            f"stage {stage.name!r} has no {wanted.upper()} variant ({wanted} asked by {origin})"
+        )
     return [wanted]

@@ -30,6 +30,11 @@ def _is_local(origin: Path) -> bool:
     return not any(origin.is_relative_to(p) for p in _INSTALLED)
 
 
+def find_module(name: str) -> Path | None:
+    """Source file of module ``name`` without importing it (None: not found)."""
+    return _spec_origin(name)
+
+
 def _spec_origin(name: str) -> Path | None:
     try:
         spec = importlib.util.find_spec(name)

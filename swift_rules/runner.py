@@ -20,6 +20,8 @@ from swift_rules.results import save_result
 log = logging.getLogger("swift_rules.runner")
 
 TREE = "Events"
+# Executor settings of workflow jobs (JSON), set by the rule files: see stages.smk.
+EXECUTOR_ENV = "SWIFT_RULES_EXECUTOR"
 VERSIONED = ("swift-rules", "coffea", "uproot", "awkward", "hist", "numpy", "numba", "dask")
 
 
@@ -99,6 +101,7 @@ def run_stage(
     sample_metadata: Mapping | None = None,
     registry: StageRegistry = REGISTRY,
     progress: bool | None = None,
+    skip_bad_files: bool | None = None,
 ) -> tuple[object, dict]:
     """Process ``files`` of ``sample`` with the chosen variant of ``stage_name``.
 
@@ -111,7 +114,9 @@ def run_stage(
     variant = stage.variants[choice.device]
     processor_instance = variant.load()(**stage_config.get("options", {}))
     required = getattr(processor_instance, "required_branches", lambda: [])()
-    entries, skipped = check_inputs(files, required, bool(executor.get("skip_bad_files")))
+    if skip_bad_files is None:
+        skip_bad_files = bool(executor.get("skip_bad_files"))
+    entries, skipped = check_inputs(files, required, skip_bad_files)
 
     started = time.perf_counter()
     output = _run_coffea(
@@ -201,7 +206,7 @@ def _run_coffea(proc, sample, files: dict[str, int], stage_config, executor, wor
                 proc = ProgressLog(proc, sum(files.values()), sample)
         else:
             ex = processor.DaskExecutor(client=client, status=progress, retries=0)
-            print(f"[swift-rules] Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+            print(f"[swift-rules] Dask scheduler: {client.scheduler.address}", file=sys.stderr)
         runner = processor.Runner(ex, chunksize=chunksize, schema=NanoAODSchema)
         return runner(fileset, proc, treename=TREE)
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
+import sys
 from pathlib import Path
 
 from swift_rules import device, fingerprint
 from swift_rules.config import validate_config
-from swift_rules.registry import REGISTRY, load_registrations
+from swift_rules.registry import REGISTRY, RegistryError, load_registrations
 
 AGC_FILESET = Path(__file__).parent / "agc" / "data" / "nanoaod_inputs.json"
 RULES_DIR = Path(__file__).parent / "rules"
@@ -64,6 +66,9 @@ class Plan:
     """The jobs of a workflow, derived from its (validated) config."""
 
     def __init__(self, config, registry=REGISTRY):
+        # Jobs find a user's stage modules next to the workflow, as `python -m` would.
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
         self.config = validate_config(config)
         self.registry = load_registrations(self.config, registry=registry)
         self.results = self.config["results"].rstrip("/")
@@ -151,6 +156,13 @@ class Plan:
         """Hash of the code of every variant this stage's jobs may run."""
         entry = self.registry.get(stage)
         devices = device.possible_devices(entry, self.settings(stage)["device"])
+        for d in devices:
+            variant = entry.variants[d]
+            if fingerprint.find_module(variant.module) is None:
+                raise RegistryError(
+                    f"cannot find module {variant.module!r} of stage {stage!r} ({d} variant, "
+                    f"registered in {variant.source}); is it installed, or on PYTHONPATH?"
+                )
         return fingerprint.code_fingerprint(entry.variants[d].module for d in devices)
 
     def job_settings(self, stage: str) -> dict:
@@ -160,21 +172,24 @@ class Plan:
     def run_args(self, stage: str, sample: str, group: int | str) -> str:
         """Arguments of one ``swift-rules run`` job that decide its output, shell-quoted.
 
-        They go into the rule's params, so changing any of them reruns the job.
-        How the job executes (``executor_args``) stays out: results do not depend on it.
+        They go into the rule's params, so changing any of them reruns the job: the
+        stage's own settings and registration (not other stages'), whether bad files
+        are skipped, and the files. How the job executes stays out (``executor_json``).
         """
+        variants = {d: v.target for d, v in sorted(self.registry.get(stage).variants.items())}
         args = [
             "--sample", sample,
             "--settings", json.dumps(self.job_settings(stage), sort_keys=True),
-            *(["--register", json.dumps(self.config["register"], sort_keys=True)]
-              if self.config["register"] else []),
-            *[a for r in self.config["registries"] for a in ("--registry", r)],
+            "--register", json.dumps({stage: variants}, sort_keys=True),
+            *(["--skip-bad-files"] if self.config["executor"]["skip_bad_files"] else []),
             "--files", *self.group_files(sample, group),
         ]  # fmt: skip
         return shlex.join(args)
 
-    def executor_args(self) -> str:
-        return shlex.join(["--executor", json.dumps(self.config["executor"], sort_keys=True)])
+    def executor_json(self) -> str:
+        """The executor settings for jobs (environment variable, not params)."""
+        executor = {k: v for k, v in self.config["executor"].items() if k != "skip_bad_files"}
+        return json.dumps(executor, sort_keys=True)
 
     # -- outputs --------------------------------------------------------------
 

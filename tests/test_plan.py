@@ -66,7 +66,45 @@ def test_run_arguments_carry_settings_but_not_resources_or_executor():
     settings = json.loads(args[args.index("--settings") + 1])
     assert settings["options"] == {"btag_threshold": 0.7}
     assert "threads" not in settings and "tcp://x:1" not in " ".join(args)
-    assert "tcp://x:1" in plan.executor_args()
+    assert json.loads(plan.executor_json())["address"] == "tcp://x:1"
+    assert "--skip-bad-files" not in args
+    registered = json.loads(args[args.index("--register") + 1])
+    assert registered == {"agc::ttbar": {"cpu": "swift_rules.agc.ttbar:TtbarProcessor"}}
+
+
+def test_skip_bad_files_is_part_of_the_job_arguments():
+    plan = Plan(
+        {
+            "data": {"generated": {"preset": "tiny"}},
+            "stages": {"agc::ttbar": {}},
+            "executor": {"skip_bad_files": True},
+        }
+    )
+    assert "--skip-bad-files" in shlex.split(plan.run_args("agc::ttbar", "wjets__nominal", 0))
+    assert "skip_bad_files" not in plan.executor_json()
+
+
+def test_gpu_asked_for_a_stage_without_gpu_variant_fails_at_planning():
+    from swift_rules.device import DeviceError
+
+    plan = Plan(
+        {"data": {"generated": {"preset": "tiny"}}, "stages": {"agc::ttbar": {"device": "gpu"}}}
+    )
+    with pytest.raises(DeviceError, match="agc::ttbar.*no GPU variant"):
+        plan.code_fingerprint("agc::ttbar")
+
+
+def test_stage_module_that_cannot_be_found_fails_at_planning():
+    from swift_rules.registry import RegistryError, StageRegistry
+
+    cfg = {
+        "register": {"ns::s": {"cpu": "nowhere_to_be_found:P"}},
+        "stages": {"ns::s": {}},
+        "data": {"generated": {"preset": "tiny"}},
+    }
+    plan = Plan(cfg, registry=StageRegistry(builtins=False))
+    with pytest.raises(RegistryError, match="nowhere_to_be_found.*PYTHONPATH"):
+        plan.code_fingerprint("ns::s")
 
 
 def test_fingerprint_depends_on_device_choice(monkeypatch):

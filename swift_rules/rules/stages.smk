@@ -11,14 +11,30 @@
 # Shell rules only (REANA's Snakemake engine runs nothing else); loads under
 # Snakemake 7.32.4 and 9.
 
+import os
+
 from snakemake.utils import validate
 from swift_rules.config import SCHEMA_PATH
+from swift_rules.runner import EXECUTOR_ENV
 from swift_rules.workflow import Plan
 
 validate(config, schema=str(SCHEMA_PATH))
 SR = Plan(config)
-# How stage jobs execute (local, a scheduler address...): not in params, no reruns.
-SWIFT_EXECUTOR_ARGS = SR.executor_args()
+# How stage jobs execute (local, a scheduler address...) reaches them through the
+# environment, not params: changing it reruns nothing. Every Snakemake process that
+# runs jobs (also on a cluster node) parses this file and sets it again.
+os.environ[EXECUTOR_ENV] = SR.executor_json()
+
+# REANA (docs/reana.md): the image every rule runs in, and each rule's REANA job
+# resources from config `reana` (its defaults, then the rule's entry under `rules`).
+SWIFT_CONTAINER = SR.config["reana"]["container"]
+
+
+def swift_reana_resources(rule_name):
+    reana = SR.config["reana"]
+    settings = {key: reana[key] for key in ("kubernetes_memory_limit", "compute_backend")}
+    settings.update(reana["rules"].get(rule_name, {}))
+    return {key: value for key, value in settings.items() if value is not None}
 
 
 wildcard_constraints:
@@ -42,7 +58,8 @@ rule swift_process:
         SR.results + "/logs/{namespace}/{stagename}/{sample}/group{group}.log",
     params:
         # Snakemake reruns a job when its params change: the code hash and the
-        # settings in args make a change rerun exactly the jobs of that stage.
+        # stage's settings and registration in args make a change rerun exactly
+        # the jobs of that stage.
         code=lambda w: SR.code_fingerprint(_stage(w)),
         args=lambda w: SR.run_args(_stage(w), w.sample, w.group),
         stage=_stage,
@@ -51,8 +68,11 @@ rule swift_process:
         mem_mb=lambda w: SR.settings(_stage(w))["mem_mb"],
         runtime=lambda w: SR.settings(_stage(w))["runtime"],
         gpu=lambda w: SR.settings(_stage(w))["gpu"],
+        **swift_reana_resources("swift_process"),
+    container:
+        SWIFT_CONTAINER
     shell:
-        "swift-rules run {params.stage:q} {params.args} {SWIFT_EXECUTOR_ARGS} --workers {threads} "
+        "swift-rules run {params.stage:q} {params.args} --workers {threads} "
         "--out {output:q} 2> {log:q}"
 
 
@@ -64,6 +84,10 @@ rule swift_merge_sample:
         SR.results + "/{namespace}/{stagename}/samples/{sample}.pkl",
     log:
         SR.results + "/logs/{namespace}/{stagename}/{sample}/merge.log",
+    resources:
+        **swift_reana_resources("swift_merge_sample"),
+    container:
+        SWIFT_CONTAINER
     shell:
         "swift-rules merge {input:q} --out {output:q} 2> {log:q}"
 
@@ -76,5 +100,9 @@ rule swift_merge:
         SR.results + "/{namespace}/{stagename}/merged.pkl",
     log:
         SR.results + "/logs/{namespace}/{stagename}/merge.log",
+    resources:
+        **swift_reana_resources("swift_merge"),
+    container:
+        SWIFT_CONTAINER
     shell:
         "swift-rules merge {input:q} --out {output:q} 2> {log:q}"
