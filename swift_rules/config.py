@@ -43,7 +43,10 @@ def _where(error: jsonschema.ValidationError) -> str:
 def validate_config(config: Mapping, source: str = "config") -> dict:
     """Return a validated copy of ``config`` with defaults filled in."""
     config = copy.deepcopy(dict(config))
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
+    # jsonschema 3 (REANA 0.9's Snakemake 7 stack, reana-client) has no 2020-12
+    # validator; the schema uses nothing that draft 7 lacks.
+    base = getattr(jsonschema, "Draft202012Validator", None) or jsonschema.Draft7Validator
+    validator = _with_defaults(base)(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"  {_where(e)}: {e.message}" for e in errors]

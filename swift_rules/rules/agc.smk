@@ -42,6 +42,10 @@ if AGC_GENERATED:
             compression=AGC_GENERATION["compression"],
         log:
             AGC_RESULTS + "/logs/generate/{sample}_{index}.log",
+        resources:
+            **swift_reana_resources("agc_generate"),
+        container:
+            SWIFT_CONTAINER
         shell:
             "swift-rules generate --sample {wildcards.sample} --index {wildcards.index} "
             "--events {params.events} --seed {params.seed} "
@@ -53,6 +57,10 @@ if AGC_GENERATED:
             list(AGC_GENERATED),
         output:
             AGC_GENERATION["directory"] + "/fileset.json",
+        resources:
+            **swift_reana_resources("agc_fileset"),
+        container:
+            SWIFT_CONTAINER
         shell:
             "swift-rules fileset {input:q} --out {output:q}"
 
@@ -69,6 +77,10 @@ rule agc_histograms:
         ),
     log:
         AGC_RESULTS + "/logs/histograms.log",
+    resources:
+        **swift_reana_resources("agc_histograms"),
+    container:
+        SWIFT_CONTAINER
     shell:
         "swift-rules histograms {input:q} --out {output:q} 2> {log:q}"
 
@@ -79,6 +91,10 @@ rule agc_provenance:
         SR.merged(AGC_STAGE),
     output:
         AGC_RESULTS + "/provenance.json",
+    resources:
+        **swift_reana_resources("agc_provenance"),
+    container:
+        SWIFT_CONTAINER
     shell:
         "swift-rules info {input:q} > {output:q}.tmp && mv {output:q}.tmp {output:q}"
 
@@ -96,6 +112,10 @@ rule agc_fit:
         ),
     log:
         AGC_RESULTS + "/logs/fit.log",
+    resources:
+        **swift_reana_resources("agc_fit"),
+    container:
+        SWIFT_CONTAINER
     shell:
         "swift-rules fit {input:q} --out {AGC_RESULTS}/fit 2> {log:q}"
 
@@ -114,6 +134,10 @@ rule agc_plots:
         ),
     log:
         AGC_RESULTS + "/logs/plots.log",
+    resources:
+        **swift_reana_resources("agc_plots"),
+    container:
+        SWIFT_CONTAINER
     shell:
         "swift-rules plot {input.histograms:q} --fit {AGC_RESULTS}/fit --out {output:q} "
         "> {log:q} 2>&1"
@@ -127,5 +151,9 @@ rule agc_hepdata:
         directory(AGC_RESULTS + "/hepdata"),
     log:
         AGC_RESULTS + "/logs/hepdata.log",
+    resources:
+        **swift_reana_resources("agc_hepdata"),
+    container:
+        SWIFT_CONTAINER
     shell:
         "swift-rules hepdata {input:q} --out {output:q} > {log:q} 2>&1"

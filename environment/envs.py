@@ -1,0 +1,158 @@
+"""The two separate environments of the REANA checks, built once and reused.
+
+    python environment/envs.py reana-client    # .venv-reana/: reana-client 0.9.6
+    python environment/envs.py snakemake7      # .venv-snakemake7/: Snakemake 7.32.4 + swift-rules
+
+reana-client pins old dependencies (jsonschema<4, ...) that clash with the project's,
+and REANA 0.9's engine runs Snakemake 7.32.4, which the project's lock (Snakemake 9)
+cannot hold: each gets its own virtual environment at the repository root, from the
+pinned files beside this script. An environment is rebuilt when one of the files it is
+built from changes (their hash is stamped in it); builds take a lock, so concurrent
+test runs wait for one build instead of racing. Needs PyPI (pip's configured index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVIRONMENT = ROOT / "environment"
+LOCK = ENVIRONMENT / "requirements.lock"
+SNAKEMAKE7 = ENVIRONMENT / "requirements-snakemake7.txt"
+REANA_CLIENT = ENVIRONMENT / "requirements-reana-client.txt"
+PIP = "pip==26.3"
+
+# name -> (directory, files it is built from)
+ENVS = {
+    "reana-client": (ROOT / ".venv-reana", [REANA_CLIENT]),
+    "snakemake7": (ROOT / ".venv-snakemake7", [SNAKEMAKE7, LOCK, ROOT / "pyproject.toml"]),
+}
+STAMP = ".swift-rules-env"
+KEEP = {".gitignore", ".build.lock"}
+
+
+class EnvError(RuntimeError):
+    pass
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path: Path) -> dict[str, str]:
+    """``name==version`` lines of a requirements file: {normalised name: version}."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            out[normalise(name.split("[", 1)[0])] = version.strip()
+    return out
+
+
+def snakemake7_constraints() -> str:
+    """The lock without the packages requirements-snakemake7.txt overrides."""
+    overridden = set(pins(SNAKEMAKE7))
+    lines = [
+        line
+        for line in LOCK.read_text().splitlines()
+        if "==" not in line or normalise(line.split("==", 1)[0]) not in overridden
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def python_for_envs() -> str:
+    """The interpreter the environments are made with (Snakemake 7 needs Python < 3.12)."""
+    return os.environ.get("SWIFT_RULES_ENV_PYTHON") or sys.executable
+
+
+def _hash(name: str) -> str:
+    digest = hashlib.sha256(name.encode())
+    for path in ENVS[name][1]:
+        digest.update(path.read_bytes())
+    digest.update(python_for_envs().encode())
+    return digest.hexdigest()
+
+
+def _run(cmd: list[str], log) -> None:
+    log.write(f"$ {' '.join(cmd)}\n")
+    log.flush()
+    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode != 0:
+        raise EnvError(f"command failed ({proc.returncode}): {' '.join(cmd)}")
+
+
+def _install(name: str, venv: Path, log) -> None:
+    python = str(venv / "bin" / "python")
+    _run([python_for_envs(), "-m", "venv", str(venv)], log)
+    pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
+    _run([*pip, PIP], log)
+    if name == "reana-client":
+        _run([*pip, "--requirement", str(REANA_CLIENT)], log)
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write(snakemake7_constraints())
+        try:
+            _run(
+                [*pip, "--constraint", f.name, "--requirement", str(SNAKEMAKE7),
+                 "--editable", f"{ROOT}[analysis]"],
+                log,
+            )  # fmt: skip
+        finally:
+            os.unlink(f.name)
+    _run([python, "-m", "pip", "check"], log)
+
+
+def ensure(name: str) -> Path:
+    """The environment's directory, built first if absent or out of date."""
+    venv, _ = ENVS[name]
+    venv.mkdir(exist_ok=True)
+    # Never part of the repository (the directory ignores itself, as venvs of Python 3.13 do).
+    (venv / ".gitignore").write_text("*\n")
+    wanted = _hash(name)
+    with open(venv / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = venv / STAMP
+        if stamp.exists() and stamp.read_text() == wanted:
+            return venv
+        for child in venv.iterdir():
+            if child.name in KEEP:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        log_path = venv / "build.log"
+        with open(log_path, "w") as log:
+            try:
+                _install(name, venv, log)
+            except EnvError as err:
+                tail = log_path.read_text()[-4000:]
+                raise EnvError(
+                    f"cannot build the {name} environment in {venv} (is PyPI reachable?): "
+                    f"{err}\n--- {log_path} (end) ---\n{tail}"
+                ) from None
+        stamp.write_text(wanted)
+    return venv
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="+", choices=sorted(ENVS))
+    args = parser.parse_args(argv)
+    for name in args.names:
+        print(ensure(name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""REANA: reana.yaml, the image's environment definition, `reana-client validate`, and
+the whole reference workflow under Snakemake 7.32.4 (REANA 0.9's engine) against
+Snakemake 9.
+
+reana-client and Snakemake 7 live in their own environments (.venv-reana/,
+.venv-snakemake7/), which environment/envs.py builds on first use from PyPI: without
+PyPI these tests fail, they do not skip. No REANA server can be reached here, so
+`reana-client run` itself is not tried: everything up to it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+import yaml
+from conftest import REPO, snakemake_exe
+
+sys.path.insert(0, str(REPO / "environment"))
+import envs
+
+SPEC = yaml.safe_load((REPO / "reana.yaml").read_text())
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+IMAGE = f"ghcr.io/swift/swift-rules:{VERSION}"
+# Packages whose Snakemake 7 versions differ from the lock's (Snakemake 9) ones.
+SNAKEMAKE7_OVERRIDES = {"snakemake", "pulp", "tabulate"}
+# The final outputs, as reana.yaml lists them.
+OUTPUT_FILES = SPEC["outputs"]["files"]
+OUTPUT_DIRS = SPEC["outputs"]["directories"]
+
+
+def pins(path: Path) -> dict[str, str]:
+    return envs.pins(path)
+
+
+def make_workspace(path: Path, config_changes: dict | None = None) -> Path:
+    """What `reana-client upload` sends (reana.yaml's inputs), with the tiny preset."""
+    path.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc")
+    for d in SPEC["inputs"]["directories"]:
+        shutil.copytree(REPO / d, path / d, ignore=ignore)
+    for f in [*SPEC["inputs"].get("files", []), "reana.yaml"]:
+        shutil.copy2(REPO / f, path / f)
+    config_path = path / SPEC["inputs"]["parameters"]["input"]
+    config = yaml.safe_load(config_path.read_text())
+    config["data"]["generated"]["preset"] = "tiny"
+    for key, value in (config_changes or {}).items():
+        config[key] = value
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run(cmd, *, cwd, env_bin: Path | None = None, pythonpath: Path | None = None, timeout=600):
+    env = dict(os.environ)
+    if env_bin is not None:
+        env["PATH"] = f"{env_bin}{os.pathsep}{env['PATH']}"
+        env.pop("VIRTUAL_ENV", None)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    return proc
+
+
+def check(proc: subprocess.CompletedProcess, what: str) -> str:
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise AssertionError(f"{what} failed ({proc.returncode}):\n{out[-6000:]}")
+    return out
+
+
+def histogram_contents(path: Path) -> dict[str, tuple[bytes, bytes, bytes]]:
+    """Every histogram: raw bytes of its bin edges, values and variances (with flow)."""
+    out = {}
+    with uproot.open(path) as f:
+        for key in f.keys(cycle=False):
+            h = f[key]
+            out[key] = (
+                np.ascontiguousarray(h.axis().edges()).tobytes(),
+                np.ascontiguousarray(h.values(flow=True)).tobytes(),
+                np.ascontiguousarray(h.variances(flow=True)).tobytes(),
+            )
+    return out
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    """The final outputs of two runs: histograms bit for bit, every other file byte for byte."""
+    ha, hb = (
+        histogram_contents(a / "results/histograms.root"),
+        histogram_contents(b / "results/histograms.root"),
+    )
+    assert ha.keys() == hb.keys() and len(ha) > 100
+    different = [k for k in ha if ha[k] != hb[k]]
+    assert not different, f"histograms differ: {different[:10]}"
+    files = [f for f in OUTPUT_FILES if not f.endswith(".root")]
+    for d in OUTPUT_DIRS:
+        names_a = sorted(p.relative_to(a) for p in (a / d).rglob("*") if p.is_file())
+        names_b = sorted(p.relative_to(b) for p in (b / d).rglob("*") if p.is_file())
+        assert names_a == names_b and names_a, d
+        files += [str(p) for p in names_a]
+    different = [f for f in files if (a / f).read_bytes() != (b / f).read_bytes()]
+    assert not different, f"outputs differ: {different}"
+    fa = json.loads((a / "results/fit/fit_results.json").read_text())
+    assert fa["converged"] and fa["poi"]["name"] == "ttbar_norm"
+
+
+# -- the specification and the environment definition (no environment needed) --------
+
+
+def test_reana_yaml_names_workflow_config_inputs_and_outputs():
+    assert str(SPEC["version"]).startswith("0.9")
+    workflow = SPEC["workflow"]
+    assert workflow["type"] == "snakemake"
+    assert workflow["file"] == "workflow/Snakefile"
+    inputs = SPEC["inputs"]
+    config_file = inputs["parameters"]["input"]
+    assert config_file == "config/config.yaml"
+    # Everything the workflow reads is uploaded: the Snakefile, the config, and the
+    # workflow plan that the Snakefile imports when REANA's engine parses it.
+    uploaded = [*inputs["directories"], *inputs.get("files", [])]
+    for needed in (workflow["file"], config_file, "swift_rules/rules/stages.smk"):
+        assert any(needed == u or needed.startswith(u + "/") for u in uploaded), needed
+    for u in uploaded:
+        assert (REPO / u).exists(), u
+    # The outputs are the workflow's final targets (the generated inputs excepted).
+    config = yaml.safe_load((REPO / config_file).read_text())
+    results = config["results"]
+    finals = {
+        f"{results}/histograms.root", f"{results}/provenance.json",
+        f"{results}/fit/fit_results.json", f"{results}/fit/workspace.json",
+        f"{results}/plots", f"{results}/hepdata",
+    }  # fmt: skip
+    assert set(OUTPUT_FILES) | set(OUTPUT_DIRS) == finals
+
+
+def test_environment_definition_agrees_with_lock():
+    lock = pins(REPO / "environment/requirements.lock")
+    dockerfile = (REPO / "environment/Dockerfile").read_text()
+    # The base image: a full Python release of the project's minor version.
+    base = re.search(r"^FROM\s+(\S+)", dockerfile, re.M).group(1)
+    m = re.fullmatch(r"docker\.io/library/python:(\d+)\.(\d+)\.(\d+)-slim-\w+", base)
+    assert m, f"base image {base} is not pinned to a Python release"
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert f">={m[1]}.{m[2]}" == pyproject["project"]["requires-python"]
+    assert pyproject["tool"]["ruff"]["target-version"] == f"py{m[1]}{m[2]}"
+    # Every pip install of the image takes the lock as constraints, and nothing else floats.
+    installs = re.findall(r"pip install([^&]*)", dockerfile.replace("\\\n", " "))
+    assert len(installs) == 2
+    for args in installs:
+        assert "--constraint environment/requirements.lock" in args, args
+    assert "COPY environment/requirements.lock" in dockerfile
+    assert "--no-build-isolation" in dockerfile
+    build = REPO / "environment/image-build.txt"
+    lines = [ln.split("#")[0].strip() for ln in build.read_text().splitlines()]
+    assert all("==" in ln for ln in lines if ln), "image-build.txt: unpinned line"
+    for name, version in pins(build).items():
+        assert lock.get(name, version) == version, name
+    build_system = pyproject["build-system"]["requires"]
+    assert any(r.startswith("hatchling") for r in build_system) and "hatchling" in pins(build)
+    # Snakemake 7's environment: the lock's versions, but for what Snakemake 7 cannot use.
+    sm7 = pins(REPO / "environment/requirements-snakemake7.txt")
+    lines = (REPO / "environment/requirements-snakemake7.txt").read_text().splitlines()
+    assert all("==" in ln for ln in (x.split("#")[0].strip() for x in lines) if ln)
+    assert sm7["snakemake"] == "7.32.4"
+    assert {n for n in sm7 if n in lock and lock[n] != sm7[n]} == SNAKEMAKE7_OVERRIDES
+    # ... and the Snakemake reana-client validates with is the same.
+    reana = pins(REPO / "environment/requirements-reana-client.txt")
+    assert reana["snakemake"] == sm7["snakemake"]
+    assert reana["pulp"] == sm7["pulp"] and reana["tabulate"] == sm7["tabulate"]
+
+
+def test_image_name_and_tag_agree():
+    from swift_rules.config import validate_config
+
+    assert validate_config({})["reana"]["container"] == f"docker://{IMAGE}"
+    dockerfile = (REPO / "environment/Dockerfile").read_text()
+    assert f'org.opencontainers.image.version="{VERSION}"' in dockerfile
+    assert f"docker build -f environment/Dockerfile -t {IMAGE} ." in dockerfile
+    assert IMAGE in (REPO / "docs/reana.md").read_text()
+
+
+# -- the separate environments ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reana_env() -> Path:
+    return envs.ensure("reana-client")
+
+
+@pytest.fixture(scope="module")
+def snakemake7_env() -> Path:
+    return envs.ensure("snakemake7")
+
+
+def freeze(venv: Path) -> dict[str, str]:
+    out = check(run([venv / "bin/python", "-m", "pip", "freeze", "--all"], cwd=REPO), "freeze")
+    return {
+        envs.normalise(line.split("==")[0]): line.split("==")[1]
+        for line in out.splitlines()
+        if "==" in line
+    }
+
+
+@pytest.mark.slow
+def test_snakemake7_environment_has_the_locked_versions(snakemake7_env):
+    installed = freeze(snakemake7_env)
+    lock = pins(REPO / "environment/requirements.lock")
+    sm7 = pins(REPO / "environment/requirements-snakemake7.txt")
+    assert {n: installed.get(n) for n in sm7} == sm7
+    differ = {n: (v, installed[n]) for n, v in lock.items() if n in installed and installed[n] != v}
+    assert set(differ) == SNAKEMAKE7_OVERRIDES, differ
+    # swift-rules and the analysis stack are there, at the lock's versions.
+    for name in ("coffea", "uproot", "cabinetry", "pyhf", "iminuit", "numpy", "hepdata-lib"):
+        assert installed.get(name) == lock[name], name
+    out = check(run([snakemake7_env / "bin/snakemake", "--version"], cwd=REPO), "version")
+    assert out.strip() == "7.32.4"
+
+
+@pytest.mark.slow
+def test_reana_client_environment_has_its_pins(reana_env):
+    installed = freeze(reana_env)
+    wanted = pins(REPO / "environment/requirements-reana-client.txt")
+    assert {n: installed.get(n) for n in wanted} == wanted
+    assert wanted["reana-client"] == "0.9.6" and wanted["snakemake"] == "7.32.4"
+
+
+# -- reana-client validate ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reana_client_validate_passes(reana_env, tmp_path):
+    # In a copy of what would be uploaded: the Snakefile's imports come from there
+    # (PYTHONPATH: reana-client's environment has no swift-rules).
+    ws = make_workspace(tmp_path / "ws")
+    proc = run([reana_env / "bin/reana-client", "validate"], cwd=ws, pythonpath=ws, timeout=300)
+    out = check(proc, "reana-client validate")
+    assert "Valid REANA specification file." in out, out[-3000:]
+    assert "Snakemake specification is invalid" not in out
+    assert "Workflow operations appear valid." in out
+    assert "ERROR" not in out, out[-3000:]
+
+
+LOAD_SPEC = """
+import json, sys
+from reana_commons.specification import load_reana_spec
+spec = load_reana_spec("reana.yaml", workspace_path=sys.argv[1])
+print("SPEC=" + json.dumps(spec["workflow"]["specification"]["steps"], default=str))
+"""
+
+
+@pytest.mark.slow
+def test_reana_sees_each_rule_in_the_image_with_resources_from_config(reana_env, tmp_path):
+    overrides = {
+        "reana": {
+            "kubernetes_memory_limit": "3Gi",
+            "rules": {
+                "swift_process": {
+                    "compute_backend": "htcondorcern",
+                    "htcondor_max_runtime": "espresso",
+                    "kubernetes_memory_limit": "8Gi",
+                },
+                "agc_fit": {"kubernetes_job_timeout": 3600},
+            },
+        }
+    }
+    ws = make_workspace(tmp_path / "ws", overrides)
+    proc = run([reana_env / "bin/python", "-c", LOAD_SPEC, ws], cwd=ws, pythonpath=ws)
+    out = check(proc, "load_reana_spec")
+    steps = {s["name"]: s for s in json.loads(out.split("SPEC=", 1)[1].splitlines()[0])}
+    assert set(steps) >= {"swift_process", "swift_merge_sample", "swift_merge", "agc_generate",
+                          "agc_fileset", "agc_histograms", "agc_provenance", "agc_fit",
+                          "agc_plots", "agc_hepdata"}  # fmt: skip
+    for name, step in steps.items():
+        # Shell commands only, each in our image.
+        assert step["commands"] and all(c.strip() for c in step["commands"]), name
+        assert step["environment"] == IMAGE, (name, step["environment"])
+    assert steps["swift_process"]["compute_backend"] == "htcondorcern"
+    assert steps["swift_process"]["kubernetes_memory_limit"] == "8Gi"
+    assert steps["agc_fit"]["kubernetes_memory_limit"] == "3Gi"
+    assert steps["agc_fit"]["compute_backend"] is None
+
+
+# -- the whole workflow: Snakemake 7.32.4 as REANA's engine calls it, and Snakemake 9 --
+
+
+def run_snakemake9(ws: Path) -> Path:
+    cmd = [
+        snakemake_exe(), "--profile", REPO / "profiles/local", "--snakefile",
+        ws / SPEC["workflow"]["file"], "--directory", ws, "--cores", "2",
+    ]  # fmt: skip
+    check(run(cmd, cwd=ws, env_bin=Path(sys.executable).parent), "snakemake 9")
+    return ws
+
+
+@pytest.fixture(scope="module")
+def snakemake9_run(tmp_path_factory):
+    return run_snakemake9(make_workspace(tmp_path_factory.mktemp("sm9")))
+
+
+@pytest.fixture(scope="module")
+def snakemake7_run(snakemake7_env, tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("sm7"))
+    engine = [
+        snakemake7_env / "bin/python", REPO / "environment/reana_engine.py", ws,
+        "--cores", "2", "--no-report",
+    ]  # fmt: skip
+    out = check(run(engine, cwd=ws, env_bin=snakemake7_env / "bin"), "REANA-like Snakemake 7 run")
+    return ws, out
+
+
+@pytest.mark.slow
+def test_snakemake7_runs_the_whole_workflow_as_reana_would(snakemake7_run):
+    ws, out = snakemake7_run
+    for f in OUTPUT_FILES:
+        assert (ws / f).stat().st_size > 0, f
+    for d in OUTPUT_DIRS:
+        assert any((ws / d).iterdir()), d
+    # Every job was a shell command, printed as the engine prints it for REANA's jobs.
+    assert "swift-rules run agc::ttbar" in out and "swift-rules fit" in out
+    assert re.search(r"(\d+) of \1 steps \(100%\) done", out)
+
+
+@pytest.mark.slow
+def test_snakemake7_and_snakemake9_give_identical_outputs(snakemake7_run, snakemake9_run):
+    assert_same_outputs(snakemake7_run[0], snakemake9_run)
+
+
+@pytest.mark.slow
+def test_two_clean_runs_give_identical_outputs(snakemake9_run, tmp_path):
+    again = run_snakemake9(make_workspace(tmp_path / "again"))
+    assert_same_outputs(snakemake9_run, again)
