@@ -43,7 +43,7 @@ def _driver_device_count() -> tuple[int, str]:
     return 0, "no CUDA driver (libcuda) on this machine"
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)  # noqa: UP033 - REANA 0.9 parses with Python 3.8
 def gpu_status() -> tuple[bool, str]:
     """(usable, why): whether a CUDA device can actually run a GPU variant here."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

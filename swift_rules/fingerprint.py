@@ -27,7 +27,7 @@ _INSTALLED = {
 
 def _is_local(origin: Path) -> bool:
     origin = origin.resolve()
-    return not any(origin.is_relative_to(p) for p in _INSTALLED)
+    return not any(p == origin or p in origin.parents for p in _INSTALLED)
 
 
 def find_module(name: str) -> Path | None:

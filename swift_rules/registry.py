@@ -149,8 +149,16 @@ class StageRegistry:
             return
         self._defaults_loaded = True
         self.register_yaml(BUILTIN_REGISTRY)
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            source = f"entry point {ep.name!r} ({ep.value}) of {ep.dist.name if ep.dist else '?'}"
+        eps = metadata.entry_points()
+        # Python 3.8 (REANA 0.9's engine) returns a dict of groups.
+        eps = (
+            eps.select(group=ENTRY_POINT_GROUP)
+            if hasattr(eps, "select")
+            else eps.get(ENTRY_POINT_GROUP, [])
+        )
+        for ep in eps:
+            dist = getattr(ep, "dist", None)
+            source = f"entry point {ep.name!r} ({ep.value}) of {dist.name if dist else '?'}"
             obj = ep.load()
             if callable(obj):
                 obj = obj()

@@ -151,7 +151,7 @@ class Plan:
             raise KeyError(f"stage {stage!r} has no settings under 'stages:' in the config")
         return self.config["stages"][stage]
 
-    @functools.cache  # noqa: B019 - one Plan per workflow parse
+    @functools.lru_cache(maxsize=None)  # noqa: B019, UP033 - one Plan per parse; Python 3.8
     def code_fingerprint(self, stage: str) -> str:
         """Hash of the code of every variant this stage's jobs may run."""
         entry = self.registry.get(stage)

@@ -14,6 +14,7 @@
 import os
 
 from snakemake.utils import validate
+from swift_rules.backends import batch_resources
 from swift_rules.config import SCHEMA_PATH
 from swift_rules.runner import EXECUTOR_ENV
 from swift_rules.workflow import Plan
@@ -68,6 +69,8 @@ rule swift_process:
         mem_mb=lambda w: SR.settings(_stage(w))["mem_mb"],
         runtime=lambda w: SR.settings(_stage(w))["runtime"],
         gpu=lambda w: SR.settings(_stage(w))["gpu"],
+        # The same requests in the names of the HTCondor executor plugin (profiles/).
+        **batch_resources(lambda w: SR.settings(_stage(w))),
         **swift_reana_resources("swift_process"),
     container:
         SWIFT_CONTAINER

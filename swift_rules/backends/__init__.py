@@ -1,0 +1,32 @@
+"""Batch-system backends: Dask clusters whose workers are batch jobs, and the
+batch-system names of the resources the rules declare.
+
+- ``htcondor``: dask-jobqueue's ``HTCondorCluster`` (``swift_rules.backends.htcondor``).
+- ``kubernetes``: dask-kubernetes' ``KubeCluster`` from a ``DaskCluster`` spec that we
+  build and check (``swift_rules.backends.kubernetes``).
+
+``swift_rules.clusters.BACKENDS`` maps ``executor.type`` to these. Nothing here
+imports dask-jobqueue or dask-kubernetes until a cluster is made, so the rule files
+and the planner stay fast and work without those optional packages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+
+def batch_resources(settings_of: Callable[[object], Mapping]) -> dict[str, Callable]:
+    """Snakemake resources, per job, carrying a stage's requests in batch-system names.
+
+    ``settings_of(wildcards)`` gives the stage's settings (``threads``, ``mem_mb``,
+    ``gpu``, ``runtime``). Snakemake's executor plugins read different names:
+    the Kubernetes plugin reads ``mem_mb`` and ``gpu`` (already declared by the rules),
+    the HTCondor plugin ``htcondor_request_mem_mb`` and ``request_gpus``; ``+MaxRuntime``
+    (seconds) is the usual site convention for an expected runtime. ``threads`` become
+    ``request_cpus`` and pod CPU requests in both plugins without help.
+    """
+    return {
+        "htcondor_request_mem_mb": lambda w: settings_of(w)["mem_mb"],
+        "request_gpus": lambda w: settings_of(w)["gpu"],
+        "classad_MaxRuntime": lambda w: 60 * settings_of(w)["runtime"],
+    }
