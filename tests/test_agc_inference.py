@@ -49,11 +49,19 @@ def _variations(process: str) -> list[str]:
     return agc_hists.variations_for(process)
 
 
-def make_agc_hist(seed: int = 7, variations: dict[str, list[str]] | None = None) -> hist.Hist:
+def make_agc_hist(
+    seed: int = 7,
+    variations: dict[str, list[str]] | None = None,
+    setup: dict[str, tuple[int, float]] | None = None,
+    observables: dict[str, dict[str, list[float]]] | None = None,
+) -> hist.Hist:
     """A ttbar-stage histogram with every (region, process, variation) of the AGC filled.
 
     Weight and jet-kinematics variations reuse the nominal events (as in the analysis);
     the alternative ttbar samples (ME_var, PS_var, scaleup, scaledown) are independent.
+    ``setup``: (entries, weight) of some processes instead of ``_PROCESS_SETUP``'s;
+    ``observables``: ``{process: {region: values}}``, the nominal events of a process
+    at these observable values (instead of random ones).
     """
     rng = np.random.default_rng(seed)
     h = hist.Hist(
@@ -63,10 +71,15 @@ def make_agc_hist(seed: int = 7, variations: dict[str, list[str]] | None = None)
         hist.axis.StrCategory([], name="variation", growth=True),
         storage=hist.storage.Weight(),
     )
-    for process, (n, weight) in _PROCESS_SETUP.items():
+    for process, (n, weight) in {**_PROCESS_SETUP, **(setup or {})}.items():
         for region in REGIONS:
-            nreg = n if region == "4j1b" else n // 2 if process == "ttbar" else n // 4
-            x_nominal = _observable(rng, process, region, nreg)
+            fixed = (observables or {}).get(process, {}).get(region)
+            if fixed is not None:
+                x_nominal = np.asarray(fixed, dtype=float)
+                nreg = len(x_nominal)
+            else:
+                nreg = n if region == "4j1b" else n // 2 if process == "ttbar" else n // 4
+                x_nominal = _observable(rng, process, region, nreg)
             smear = rng.normal(0.0, 8.0, nreg)
             for variation in (variations or {}).get(process, _variations(process)):
                 x, w = x_nominal, np.full(nreg, weight)
@@ -247,6 +260,10 @@ def test_closure(closure):
         assert 0 < poi["uncertainty"] < 0.3
         assert abs(poi["bestfit"] - scale) < poi["uncertainty"]
         assert abs(poi["bestfit"] - scale) < 1e-3  # Asimov-like data: the fit comes back exactly
+        assert results["converged"] is True
+        assert results["fit"]["valid"] and results["fit"]["hessian_posdef"]
+        assert results["fit"]["nonfinite_nll_evaluations"] == 0
+        assert results["template_checks"]["checks"]  # the template checks are recorded
         on_disk = json.loads((fit_dir / "fit_results.json").read_text())
         assert on_disk == results
         labels = [p["label"] for p in results["parameters"]]
@@ -282,6 +299,119 @@ def test_fit_results_deterministic(closure, tmp_path):
     assert (tmp_path / "fit_results.json").read_bytes() == (
         fit_dir / "fit_results.json"
     ).read_bytes()
+
+
+# Like the generated 'tiny' set: W+jets is a handful of events of large weight (30 x a
+# ttbar event's), some next to a fit-bin edge (110, 150, 190, ..., 550 GeV) that the
+# jet-energy scale (x 1.03) moves them across: JES/JER templates that are pure MC noise,
+# with negative bins once symmetrised.
+SPARSE_WJETS = {"4j1b": [148.0, 268.0, 381.0], "4j2b": [189.0, 505.0]}
+
+
+@pytest.fixture(scope="module")
+def sparse_wjets_fit(tmp_path_factory) -> tuple[Path, dict, dict]:
+    from swift_rules.agc.inference import build_workspace, run_fit
+
+    h = make_agc_hist(seed=11, setup={"wjets": (0, 30.0)}, observables={"wjets": SPARSE_WJETS})
+    fit_dir = tmp_path_factory.mktemp("sparse_wjets")
+    histograms_root = fit_dir / "histograms.root"
+    write_histograms_root(h, histograms_root)  # the AGC pseudodata: (ME + PS) / 2 + W+jets
+    workspace = build_workspace(histograms_root, fit_dir)
+    return fit_dir, workspace, run_fit(workspace, fit_dir)
+
+
+def test_fit_converges_with_sparse_noisy_wjets(sparse_wjets_fit):
+    fit_dir, workspace, results = sparse_wjets_fit
+    templates = read_histograms_root(fit_dir / "fit_templates.root")
+    assert np.count_nonzero(templates["4j2b_wjets"][0] > 1) == 2  # really a handful
+    fit = results["fit"]
+    assert results["converged"] is True
+    assert fit["valid"] and fit["hessian_posdef"]
+    assert fit["edm"] < 10 * fit["edm_goal"]  # Minuit's criterion of a valid minimum
+    assert fit["edm_hessian"] < 0.01  # also with the finite-difference covariance
+    assert fit["nonfinite_nll_evaluations"] == 0
+    assert not fit["has_reached_call_limit"]
+    poi = results["poi"]
+    assert 0 < poi["uncertainty"] < 0.3
+    assert abs(poi["bestfit"] - 1.0) < 2 * poi["uncertainty"]
+    assert json.loads((fit_dir / "fit_results.json").read_text()) == results
+    # the noise-only W+jets JES/JER shapes are pruned, and that is recorded
+    checks = {
+        (c["region"], c["sample"], c["systematic"]): c for c in results["template_checks"]["checks"]
+    }
+    for region in ("4j1b CR", "4j2b SR"):
+        for systematic in ("Jet energy scale", "Jet energy resolution"):
+            check = checks[(region, "W+jets", systematic)]
+            assert check["shape_prunable"]
+            assert check["shape_tests"]["Up"]["p_value"] >= 0.05
+            assert check["actions"] == ["shape pruned: not significant"]
+    # shapes that are not noise stay: b-tag reweighting, ttbar alternative samples
+    assert checks[("4j2b SR", "W+jets", "b-tag NP 1")]["actions"] == []
+    assert not any("pruned" in a for a in checks[("4j2b SR", "ttbar", "ME variation")]["actions"])
+    # the model fitted (workspace.json) has no negative template bin and no such shape
+    assert json.loads((fit_dir / "workspace.json").read_text()) == workspace
+    for channel in workspace["channels"]:
+        for sample in channel["samples"]:
+            for modifier in sample["modifiers"]:
+                if modifier["type"] == "histosys":
+                    assert min(modifier["data"]["hi_data"] + modifier["data"]["lo_data"]) >= 0
+                    assert (sample["name"], modifier["name"][:10]) != ("W+jets", "Jet energy")
+                if modifier["type"] == "normsys":
+                    assert modifier["data"]["lo"] > 0 and modifier["data"]["hi"] > 0
+
+
+def test_fit_results_deterministic_sparse_wjets(sparse_wjets_fit, tmp_path):
+    from swift_rules.agc.inference import build_workspace, run_fit
+
+    fit_dir, _, _ = sparse_wjets_fit
+    run_fit(build_workspace(fit_dir / "histograms.root", tmp_path), tmp_path)
+    for name in ("workspace.json", "template_checks.json", "fit_results.json"):
+        assert (tmp_path / name).read_bytes() == (fit_dir / name).read_bytes(), name
+
+
+def test_positive_histosys():
+    from swift_rules.agc.inference import positive_histosys
+
+    def code4p(n, hi, lo, alpha):  # pyhf's code4p, |alpha| <= 1
+        s, a = (hi - lo) / 2, (hi + lo - 2 * n) / 16
+        return n + alpha * s + alpha**2 * (15 + alpha**2 * (3 * alpha**2 - 10)) * a
+
+    alpha = np.linspace(-1, 1, 100_001)
+    nominal = [0.0, 1e-6, 5177.0, 100.0, 10.0, 0.0]
+    hi = [945.0, 2000.0, 10413.0, 150.0, 0.0, 0.0]
+    lo = [-945.0, -2000.0, -58.9, 50.0, 1000.0, 0.0]  # symmetrised: 2 nominal - hi
+    assert min(code4p(n, h, low, alpha).min() for n, h, low in zip(nominal, hi, lo)) < 0
+    new_hi, new_lo, changed = positive_histosys(nominal, hi, lo)
+    assert changed == 4
+    for n, h, low in zip(nominal, new_hi, new_lo, strict=True):
+        assert code4p(n, h, low, alpha).min() >= -1e-9 * max(1.0, h, low)
+    assert new_hi[:3] == hi[:3]  # the observed variation is kept
+    assert new_lo[0] == 945.0  # empty nominal bin: both directions add the variation
+    assert 0 <= new_lo[2] < 100  # raised from -58.9 just enough
+    assert new_lo[4] == 1000.0 and 0 < new_hi[4] < 1000.0  # dip at alpha > 0: hi raised
+    assert (new_hi[3], new_lo[3]) == (150.0, 50.0) and (new_hi[5], new_lo[5]) == (0.0, 0.0)
+    assert positive_histosys([1.0, 2.0], [1.5, 2.5], [0.5, 1.5]) == ([1.5, 2.5], [0.5, 1.5], 0)
+
+
+def test_failed_fit_is_reported_not_returned(closure, tmp_path, monkeypatch, caplog):
+    from swift_rules.agc import inference
+    from swift_rules.errors import SwiftError
+
+    fit_dir, _ = closure[1.0]
+    workspace = json.loads((fit_dir / "workspace.json").read_text())
+    monkeypatch.setattr(inference, "MAXITER", 20)  # Migrad stops far from the minimum
+    with pytest.raises(inference.FitNotConvergedError, match="did not converge") as err:
+        inference.run_fit(workspace, tmp_path)
+    assert isinstance(err.value, SwiftError)  # the command line prints it as one error
+    assert "call limit" in str(err.value)
+    written = json.loads((tmp_path / "fit_results.json").read_text())
+    assert written["converged"] is False
+    assert written["fit"]["valid"] is False
+    assert written["fit"]["has_reached_call_limit"] is True
+    assert written["fit"]["strategy"] == 2  # the fallback was tried
+    results = inference.run_fit(workspace, tmp_path, strict=False)
+    assert results["converged"] is False
+    assert "did not converge" in caplog.text
 
 
 # ---- plots and HEPData -------------------------------------------------------------------

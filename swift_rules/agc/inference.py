@@ -41,13 +41,14 @@ NormPlusShape systematic:
   enough, code4p's polynomial still dips below 0), and sets a normsys factor <= 0
   (symmetrised 2 - up, with up >= 2) to the reciprocal of the other side.
 
-The decisions go to ``template_checks.json`` and into ``fit_results.json``. The
-workspace written is the checked one (plots and HEPData read the model fitted).
+The decisions go to ``template_checks.json`` and into ``fit_results.json``; the
+workspace written is the checked one (the plots read the model that was fitted).
 
 The fit (:func:`minimize`): the bounds of every nuisance parameter with a histosys are
 narrowed to the range in which every expected bin yield stays positive (scanned one
 parameter at a time, :data:`POSITIVITY_SCAN_STEP`; within pyhf's +-5); Migrad at
-strategy 1, again at strategy 2 only if that gave no valid minimum; the covariance
+strategy 1, again at strategy 2 only if that gave no valid minimum (or no
+positive-definite Hessian); the covariance
 from the Hessian of -2 ln L by central differences (Minuit's Hesse is not accurate
 enough on this ill-conditioned likelihood). Minuit prints nothing; ``fit_results.json``
 records whether the fit converged (Minuit's ``valid`` and EDM, the Hessian's status,
@@ -91,7 +92,7 @@ log = logging.getLogger(__name__)
 
 
 class FitNotConvergedError(SwiftError):
-    """The minimisation did not reach a valid minimum with an accurate covariance."""
+    """The minimisation reached no valid minimum with a positive-definite Hessian."""
 
 
 # Fit binning: lower edge of the fit range and the number of bins merged into one.
@@ -394,12 +395,12 @@ def check_templates(
                         if prunable and not significant:
                             record["actions"].append("shape pruned: not significant")
                             continue
-                        hi, lo, scaled = positive_histosys(
+                        hi, lo, raised = positive_histosys(
                             ws_sample["data"], data["hi_data"], data["lo_data"]
                         )
-                        if scaled:
+                        if raised:
                             record["actions"].append(
-                                f"template raised in {scaled} bin(s) to keep the yield >= 0"
+                                f"template raised in {raised} bin(s) to keep the yield >= 0"
                             )
                             data["hi_data"], data["lo_data"] = hi, lo
                     elif modifier["type"] == "normsys":
@@ -539,7 +540,7 @@ def positivity_bounds(model) -> dict[str, list[float]]:
             n = math.ceil(abs(end - init[i]) / POSITIVITY_SCAN_STEP - 1e-9)
             last = init[i]
             for k in range(1, n + 1):
-                value = init[i] + direction * POSITIVITY_SCAN_STEP * k
+                value = round(init[i] + direction * POSITIVITY_SCAN_STEP * k, 9)
                 value = min(value, end) if side else max(value, end)
                 pars = init.copy()
                 pars[i] = value
