@@ -802,13 +802,19 @@ def fit(histograms_root: str | os.PathLike, outdir: str | os.PathLike) -> dict:
     return run_fit(build_workspace(histograms_root, outdir), outdir)
 
 
-def fit_pseudodata(h: hist.Hist, ttbar_scale: float, outdir: str | os.PathLike) -> dict:
+def fit_pseudodata(
+    h: hist.Hist,
+    ttbar_scale: float,
+    outdir: str | os.PathLike,
+    processed: set[tuple[str, str]] | None = None,
+) -> dict:
     """Closure fit: data = ``ttbar_scale`` x ttbar nominal + every other nominal process.
 
     Writes ``outdir/histograms.root`` with that pseudodata, then fits it as
     :func:`fit` does; the fitted ``ttbar_norm`` should come back as ``ttbar_scale``.
+    ``processed``: the samples the stage ran on (see ``histograms.available``).
     """
     outdir = Path(outdir)
     histograms_root = outdir / "histograms.root"
-    write_histograms_root(h, histograms_root, ttbar_scale=ttbar_scale)
+    write_histograms_root(h, histograms_root, ttbar_scale=ttbar_scale, processed=processed)
     return fit(histograms_root, outdir)
