@@ -69,7 +69,7 @@ def main() -> None:
     bare_stage({k: v[:1] for k, v in list(fileset.items())[:1]}, 1)
     t_bare = bare_stage(fileset, args.cores)
     clean_outputs()
-    t_hist = snakemake(str(RESULTS / "histograms.root"), cores=args.cores)
+    t_hist = snakemake("results-benchmark/histograms.root", cores=args.cores)
     t_rest = snakemake(cores=args.cores)
     t_noop = snakemake(cores=args.cores)
     table(
