@@ -45,7 +45,25 @@ def _address(cfg: Mapping, workers: int):
         ) from err
 
 
-BACKENDS: dict[str, Callable] = {"local": _local, "address": _address}
+def _htcondor(cfg: Mapping, workers: int):
+    from swift_rules.backends.htcondor import client
+
+    return client(cfg, workers)
+
+
+def _kubernetes(cfg: Mapping, workers: int):
+    from swift_rules.backends.kubernetes import client
+
+    return client(cfg, workers)
+
+
+# Batch-system backends live in swift_rules.backends (imported when used).
+BACKENDS: dict[str, Callable] = {
+    "local": _local,
+    "address": _address,
+    "htcondor": _htcondor,
+    "kubernetes": _kubernetes,
+}
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from swift_rules.clusters import ClusterError
+
 
 def batch_resources(settings_of: Callable[[object], Mapping]) -> dict[str, Callable]:
     """Snakemake resources, per job, carrying a stage's requests in batch-system names.
@@ -30,3 +32,18 @@ def batch_resources(settings_of: Callable[[object], Mapping]) -> dict[str, Calla
         "request_gpus": lambda w: settings_of(w)["gpu"],
         "classad_MaxRuntime": lambda w: 60 * settings_of(w)["runtime"],
     }
+
+
+def adaptive_limits(cfg: Mapping, workers: int) -> tuple[int, int, float]:
+    """(minimum, maximum, worker_timeout) of the executor section, shared by the
+    batch-system backends. maximum_workers null: the stage's ``threads``."""
+    minimum = int(cfg.get("minimum_workers") if cfg.get("minimum_workers") is not None else 1)
+    maximum = cfg.get("maximum_workers")
+    maximum = max(int(workers), 1) if maximum is None else int(maximum)
+    if not 0 <= minimum <= maximum or maximum < 1:
+        raise ClusterError(
+            "executor: need 0 <= minimum_workers <= maximum_workers and maximum_workers >= 1 "
+            f"(got {minimum} and {maximum})"
+        )
+    timeout = cfg.get("worker_timeout")
+    return minimum, maximum, float(300 if timeout is None else timeout)

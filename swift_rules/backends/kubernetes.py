@@ -1,0 +1,273 @@
+"""Dask workers as Kubernetes pods: dask-kubernetes' ``KubeCluster`` from a spec we build.
+
+``executor.type: kubernetes``. The stage job creates a ``DaskCluster`` resource (the
+dask-kubernetes operator must be installed in the cluster) from :func:`cluster_spec`:
+a scheduler pod and worker pods of the image ``executor.kubernetes.image``, each worker
+asking for ``cores``, ``memory`` and ``gpus`` (as ``nvidia.com/gpu``, with the matching
+toleration). The spec is checked against the Kubernetes API models (the ``kubernetes``
+client's ``V1PodSpec``, ``V1ServiceSpec`` and everything they contain) before it is sent:
+:func:`validate_spec`. Workers adapt between ``executor.minimum_workers`` and
+``executor.maximum_workers``; no worker within ``executor.worker_timeout`` seconds is an
+error.
+
+This backend has not been run against a live Kubernetes cluster (docs/backends.md).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sys
+import threading
+from collections.abc import Mapping
+
+from swift_rules.backends import adaptive_limits
+from swift_rules.clusters import ClusterError
+
+# executor.kubernetes, with its defaults.
+DEFAULTS = {
+    "image": "ghcr.io/swift/swift-rules:0.1.0",
+    "namespace": None,
+    "name": "swift-rules",
+    "cores": 1,
+    "memory": "2Gi",
+    "gpus": 0,
+    "gpu_resource": "nvidia.com/gpu",
+    "scheduler_cores": 1,
+    "scheduler_memory": "1Gi",
+    "env": {},
+    "node_selector": {},
+    "scheduler_service_type": "ClusterIP",
+    "idle_timeout": 0,
+}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def settings(cfg: Mapping) -> dict:
+    """executor.kubernetes with its defaults."""
+    given = cfg.get("kubernetes") or {}
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ClusterError(
+            f"executor.kubernetes: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}"
+        )
+    return {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+
+
+def _resources(cores, memory, gpus: int = 0, gpu_resource: str = "nvidia.com/gpu") -> dict:
+    requests = {"cpu": str(cores), "memory": str(memory)}
+    limits = {"cpu": str(cores), "memory": str(memory)}
+    if gpus:
+        # Extended resources such as GPUs must have limits equal to their requests.
+        requests[gpu_resource] = limits[gpu_resource] = str(int(gpus))
+    return {"requests": requests, "limits": limits}
+
+
+def cluster_spec(cfg: Mapping, workers: int, name: str | None = None) -> dict:
+    """The ``DaskCluster`` resource for this executor config (a plain dict)."""
+    from dask_kubernetes.operator import make_cluster_spec
+
+    s = settings(cfg)
+    minimum, _, _ = adaptive_limits(cfg, workers)
+    if name is None:
+        name = f"{s['name']}-{secrets.token_hex(3)}"
+    env = {str(k): str(v) for k, v in s["env"].items()}
+    spec = make_cluster_spec(
+        name=name,
+        image=s["image"],
+        n_workers=minimum,
+        resources=_resources(s["scheduler_cores"], s["scheduler_memory"]),
+        env=env,
+        worker_command=["dask-worker", "--nthreads", "1", "--nworkers", "1"],
+        scheduler_service_type=s["scheduler_service_type"],
+        idle_timeout=int(s["idle_timeout"]),
+    )
+    worker = spec["spec"]["worker"]["spec"]
+    gpus = int(s["gpus"])
+    worker["containers"][0]["resources"] = _resources(
+        s["cores"], s["memory"], gpus, s["gpu_resource"]
+    )
+    if s["node_selector"]:
+        worker["nodeSelector"] = {str(k): str(v) for k, v in s["node_selector"].items()}
+    if gpus:
+        worker["tolerations"] = [
+            {"key": s["gpu_resource"], "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    return spec
+
+
+# --- checking a spec against the Kubernetes API models --------------------------------
+
+
+def _model_errors(value, type_name: str, path: str) -> list[str]:
+    """Errors of ``value`` (JSON-like) against the kubernetes client's type ``type_name``:
+    unknown fields, wrong types, missing required fields, bad quantities."""
+    import kubernetes.client as k8s
+
+    if value is None:
+        return []
+    if type_name.startswith("list["):
+        if not isinstance(value, list):
+            return [f"{path}: expected a list, got {type(value).__name__}"]
+        inner = type_name[5:-1]
+        return [e for i, v in enumerate(value) for e in _model_errors(v, inner, f"{path}[{i}]")]
+    if type_name.startswith("dict("):
+        if not isinstance(value, dict):
+            return [f"{path}: expected a mapping, got {type(value).__name__}"]
+        inner = type_name[5:-1].split(", ", 1)[1]
+        return [e for k, v in value.items() for e in _model_errors(v, inner, f"{path}.{k}")]
+    simple = {"str": str, "int": int, "bool": bool, "float": (int, float)}
+    if type_name in simple:
+        ok = isinstance(value, simple[type_name]) and not (
+            type_name == "int" and isinstance(value, bool)
+        )
+        return [] if ok else [f"{path}: expected {type_name}, got {value!r}"]
+    if type_name == "object":
+        return []
+    model = getattr(k8s, type_name, None)
+    if model is None:
+        return [f"{path}: unknown model {type_name}"]
+    if not isinstance(value, dict):
+        return [f"{path}: expected a {type_name} mapping, got {type(value).__name__}"]
+    by_json = {json_key: attr for attr, json_key in model.attribute_map.items()}
+    errors = [f"{path}.{key}: not a field of {type_name}" for key in value if key not in by_json]
+    for key, item in value.items():
+        if key in by_json:
+            errors += _model_errors(item, model.openapi_types[by_json[key]], f"{path}.{key}")
+    if not errors:
+        # Required fields: the models' own client-side validation.
+        kwargs = {by_json[k]: v for k, v in value.items()}
+        try:
+            model(**kwargs)
+        except (ValueError, TypeError) as err:
+            errors.append(f"{path}: {err}")
+    return errors
+
+
+def _quantity_errors(spec: Mapping) -> list[str]:
+    from kubernetes.utils import parse_quantity
+
+    errors = []
+    for role in ("scheduler", "worker"):
+        for i, container in enumerate(spec["spec"][role]["spec"].get("containers", [])):
+            for kind, values in (container.get("resources") or {}).items():
+                for resource, quantity in values.items():
+                    try:
+                        parse_quantity(quantity)
+                    except ValueError:
+                        errors.append(
+                            f"spec.{role}.spec.containers[{i}].resources.{kind}.{resource}: "
+                            f"{quantity!r} is not a Kubernetes quantity"
+                        )
+    return errors
+
+
+def validate_spec(spec: Mapping) -> None:
+    """Raise ClusterError naming every problem of a ``DaskCluster`` spec: its shape (the
+    operator's CRD), and its pod and service specs against the Kubernetes API models."""
+    errors = []
+    if spec.get("apiVersion") != "kubernetes.dask.org/v1" or spec.get("kind") != "DaskCluster":
+        errors.append("not a kubernetes.dask.org/v1 DaskCluster")
+    name = (spec.get("metadata") or {}).get("name", "")
+    if not (_DNS_LABEL.match(name) and len(name) <= 63):
+        errors.append(f"metadata.name {name!r} is not a DNS label (lowercase, digits, '-')")
+    body = spec.get("spec") or {}
+    for role in ("scheduler", "worker"):
+        if role not in body or "spec" not in body[role]:
+            errors.append(f"spec.{role}.spec is missing")
+    if errors:
+        raise ClusterError("invalid DaskCluster spec: " + "; ".join(errors))
+    if not isinstance(body.get("idleTimeout", 0), int):
+        errors.append("spec.idleTimeout: expected an integer")
+    replicas = body["worker"].get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 0:
+        errors.append(f"spec.worker.replicas: {replicas!r} is not a count")
+    errors += _model_errors(body["scheduler"]["spec"], "V1PodSpec", "spec.scheduler.spec")
+    errors += _model_errors(body["worker"]["spec"], "V1PodSpec", "spec.worker.spec")
+    if "service" not in body["scheduler"]:
+        errors.append("spec.scheduler.service is missing")
+    else:
+        errors += _model_errors(
+            body["scheduler"]["service"], "V1ServiceSpec", "spec.scheduler.service"
+        )
+    errors += _quantity_errors(spec)
+    if errors:
+        raise ClusterError("invalid DaskCluster spec: " + "; ".join(errors))
+
+
+def _bounded(what: str, timeout: float, func):
+    """``func()`` in a daemon thread; ClusterError if it has not returned in ``timeout``."""
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = func()
+        except BaseException as err:  # handed to the caller
+            result["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True, name=f"swift-rules {what}")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ClusterError(f"{what} did not finish within {timeout:g} s (executor.worker_timeout)")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def client(cfg: Mapping, workers: int):
+    """A ``distributed.Client`` of an adaptive KubeCluster with at least one worker."""
+    try:
+        from dask_kubernetes.operator import KubeCluster
+        from distributed import Client
+    except ImportError as err:
+        raise ClusterError(
+            "executor type 'kubernetes' needs dask-kubernetes: "
+            f"pip install 'swift-rules[kubernetes]' ({err})"
+        ) from err
+    s = settings(cfg)
+    minimum, maximum, timeout = adaptive_limits(cfg, workers)
+    spec = cluster_spec(cfg, workers)
+    validate_spec(spec)
+
+    def make():
+        return KubeCluster(
+            custom_cluster_spec=spec,
+            namespace=s["namespace"],
+            resource_timeout=int(timeout),
+            shutdown_on_close=True,
+            quiet=True,
+        )
+
+    try:
+        cluster = _bounded("creating the Kubernetes Dask cluster", timeout, make)
+    except ClusterError:
+        raise
+    except Exception as err:
+        raise ClusterError(
+            f"cannot create the Kubernetes Dask cluster {spec['metadata']['name']!r} "
+            f"(is there a kubeconfig, and the dask-kubernetes operator?): "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    try:
+        cluster.adapt(minimum=max(minimum, 1), maximum=maximum)
+        dask_client = Client(cluster)
+        print(
+            f"[swift-rules] Kubernetes Dask cluster {spec['metadata']['name']}: "
+            f"{minimum}-{maximum} worker pod(s); waiting up to {timeout:g} s for the first",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            dask_client.wait_for_workers(1, timeout=timeout)
+        except (TimeoutError, OSError) as err:
+            dask_client.close()
+            raise ClusterError(
+                f"the Kubernetes cluster gave no Dask worker within {timeout:g} s "
+                "(executor.worker_timeout): see `kubectl get pods -l "
+                f"dask.org/cluster-name={spec['metadata']['name']}`"
+            ) from err
+        return dask_client
+    except BaseException:
+        cluster.close()
+        raise
