@@ -169,23 +169,25 @@ def local_run(pool):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _hold_first_stage_job(stop: threading.Event, held: list) -> None:
-    """Hold the first swift_process job that appears in the queue (bounded)."""
+def _hold_first_stage_job(path: Path, stop: threading.Event, held: list) -> None:
+    """Hold the first swift_process job of ``path`` that appears in the queue (bounded)."""
     deadline = time.monotonic() + 240
     while not stop.is_set() and time.monotonic() < deadline:
         proc = subprocess.run(
-            [str(POOL), "run", "condor_q", "-af", "ClusterId", "JobBatchName"],
+            [str(POOL), "run", "condor_q", "-constraint", f'Iwd == "{path}"',
+             "-af", "ClusterId", "JobBatchName"],
             cwd=REPO, capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         for line in proc.stdout.splitlines():
             cluster, _, batch = line.partition(" ")
             if batch.startswith("swift_process"):
-                subprocess.run(
+                hold = subprocess.run(
                     [str(POOL), "run", "condor_hold", "-reason", HOLD_REASON, cluster],
                     cwd=REPO, capture_output=True, text=True, timeout=30,
                 )  # fmt: skip
-                held.append(cluster)
-                return
+                if hold.returncode == 0:  # (else it had just finished: try the next)
+                    held.append(cluster)
+                    return
         time.sleep(0.2)
 
 
@@ -196,7 +198,7 @@ def condor_run(pool, local_run):
     path = workdir(pool, "condor", CONFIG)
     cmd = snakemake_cmd("htcondor", path, "--seconds-between-status-checks", "1", "--retries", "0")
     stop, held = threading.Event(), []
-    holder = threading.Thread(target=_hold_first_stage_job, args=(stop, held), daemon=True)
+    holder = threading.Thread(target=_hold_first_stage_job, args=(path, stop, held), daemon=True)
     holder.start()
     try:
         first = in_pool(*cmd, cwd=path, timeout=300, check=False)
@@ -375,3 +377,18 @@ def test_unknown_profile_is_a_clear_error(tmp_path):
     assert proc.returncode != 0
     assert "no-such-profile" in proc.stderr
     assert time.monotonic() - started < 60
+
+
+def test_htcondor_profile_without_a_pool_fails_fast(tmp_path):
+    """No schedd to submit to: the first submission fails, naming the cause."""
+    pytest.importorskip("snakemake_executor_plugin_htcondor")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    started = time.monotonic()
+    proc = subprocess.run(
+        snakemake_cmd("htcondor", tmp_path), cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, env={**os.environ, "CONDOR_CONFIG": "/dev/null"},
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "Unable to locate local daemon" in proc.stdout + proc.stderr
+    assert time.monotonic() - started < 120
