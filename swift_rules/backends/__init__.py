@@ -17,6 +17,17 @@ from collections.abc import Callable, Mapping
 from swift_rules.clusters import ClusterError
 
 
+def section_settings(cfg: Mapping, section: str, defaults: Mapping) -> dict:
+    """``executor.<section>`` with its defaults; unknown keys are an error naming them."""
+    given = cfg.get(section) or {}
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ClusterError(
+            f"executor.{section}: unknown key(s) {unknown}; known: {sorted(defaults)}"
+        )
+    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
+
+
 def batch_resources(settings_of: Callable[[object], Mapping]) -> dict[str, Callable]:
     """Snakemake resources, per job, carrying a stage's requests in batch-system names.
 

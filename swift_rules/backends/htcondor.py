@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from swift_rules.backends import adaptive_limits
+from swift_rules.backends import adaptive_limits, section_settings
 from swift_rules.clusters import ClusterError
 
 # executor.htcondor: what each worker job asks for, and how it is submitted.
@@ -39,13 +39,7 @@ DEFAULTS = {
 
 def settings(cfg: Mapping) -> dict:
     """executor.htcondor with its defaults."""
-    given = cfg.get("htcondor") or {}
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ClusterError(
-            f"executor.htcondor: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}"
-        )
-    return {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    return section_settings(cfg, "htcondor", DEFAULTS)
 
 
 def cluster_kwargs(cfg: Mapping) -> dict:

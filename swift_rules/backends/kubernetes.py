@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Mapping
 
-from swift_rules.backends import adaptive_limits
+from swift_rules.backends import adaptive_limits, section_settings
 from swift_rules.clusters import ClusterError
 
 # executor.kubernetes, with its defaults.
@@ -45,13 +45,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 def settings(cfg: Mapping) -> dict:
     """executor.kubernetes with its defaults."""
-    given = cfg.get("kubernetes") or {}
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ClusterError(
-            f"executor.kubernetes: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}"
-        )
-    return {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    return section_settings(cfg, "kubernetes", DEFAULTS)
 
 
 def _resources(cores, memory, gpus: int = 0, gpu_resource: str = "nvidia.com/gpu") -> dict:
