@@ -1,0 +1,1 @@
+"""{{ cookiecutter.analysis_name }}: coffea stages run with swift-rules."""
