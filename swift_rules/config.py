@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,8 +19,16 @@ class ConfigError(SwiftError, ValueError):
     pass
 
 
+@functools.lru_cache(maxsize=None)  # noqa: UP033 - Python 3.8 (REANA's engine)
+def _schema_text_loaded() -> dict:
+    # The C loader when PyYAML has it: planning a workflow parses this on every run.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=loader)
+
+
 def schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config's JSON schema (a fresh copy: validation fills defaults in place)."""
+    return copy.deepcopy(_schema_text_loaded())
 
 
 def _with_defaults(validator_class):

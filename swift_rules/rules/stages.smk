@@ -13,13 +13,12 @@
 
 import os
 
-from snakemake.utils import validate
 from swift_rules.backends import batch_resources
-from swift_rules.config import SCHEMA_PATH
 from swift_rules.runner import EXECUTOR_ENV
 from swift_rules.workflow import Plan
 
-validate(config, schema=str(SCHEMA_PATH))
+# Plan validates the config against swift-rules' JSON schema before anything runs
+# (errors name the key and the value) and fills in the defaults.
 SR = Plan(config)
 # How stage jobs execute (local, a scheduler address...) reaches them through the
 # environment, not params: changing it reruns nothing. Every Snakemake process that
