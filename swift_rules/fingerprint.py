@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
-import json
 import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
@@ -98,9 +97,3 @@ def code_fingerprint(modules: Iterable[str]) -> str:
     for name, path in sorted(module_closure(modules, roots).items()):
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
-
-
-def config_fingerprint(section) -> str:
-    """Hash of a config section, independent of key order."""
-    text = json.dumps(section, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
