@@ -58,3 +58,20 @@ def adaptive_limits(cfg: Mapping, workers: int) -> tuple[int, int, float]:
         )
     timeout = cfg.get("worker_timeout")
     return minimum, maximum, float(300 if timeout is None else timeout)
+
+
+def guard_htcondor_executor_startup() -> None:
+    """Work around a start-up race of snakemake-executor-plugin-htcondor 0.3.0.
+
+    Snakemake's RemoteExecutor starts its status thread before the plugin's
+    ``__post_init__`` has set ``_event_logs``; on a rerun in the same folder the
+    thread finds the previous run's event log and fails with "'Executor' object
+    has no attribute '_event_logs'". A class-level default closes the window (the
+    instance's own dict replaces it in ``__post_init__``). No-op without the plugin.
+    """
+    try:
+        from snakemake_executor_plugin_htcondor import Executor
+    except Exception:  # not installed, or its HTCondor bindings cannot load here
+        return
+    if not hasattr(Executor, "_event_logs"):
+        Executor._event_logs = {}
