@@ -1,9 +1,11 @@
-"""The cookiecutter template: rendered for several answers, and one rendered project run."""
+"""The cookiecutter template: rendered for several answers; rendered projects installed with
+pip and their own tests and smoke test run, as their CI would; a template update with cruft."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, run_cli, snakemake_exe
+
+from swift_rules.device import gpu_status
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +106,10 @@ def test_full_project_from_repo_root(tmp_path):
         "gpu": "dimuon_search.stages_gpu:JetMultiplicityGPU",
     }
     pyproject = (project / "pyproject.toml").read_text()
-    assert "swift-rules[workflow] @ git+https://github.com/swift/swift-rules@v0.1.0" in pyproject
+    assert (
+        "swift-rules[workflow,htcondor,kubernetes] @ git+https://github.com/swift/swift-rules@v0.1.0"
+        in (pyproject)
+    )
     config = yaml.safe_load((project / "config/config.yaml").read_text())
     assert "mu::njets" in config["stages"]
     reana = yaml.safe_load((project / "reana.yaml").read_text())
@@ -116,7 +123,7 @@ def test_pypi_project_with_htcondor(tmp_path):
     assert not any(f.startswith(("profiles/k8s", ".github")) for f in files)
     assert ".gitlab-ci.yml" in files
     pyproject = (project / "pyproject.toml").read_text()
-    assert '"swift-rules[workflow]>=0.1"' in pyproject
+    assert '"swift-rules[workflow,htcondor]>=0.1"' in pyproject
     assert "allow-direct-references" not in pyproject
 
 
@@ -136,21 +143,139 @@ def test_invalid_answers_fail_in_the_pre_gen_hook(tmp_path, capfd, answers, mess
     assert list(tmp_path.iterdir()) == []
 
 
-def test_rendered_project_tests_and_smoke_test_pass(minimal):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(minimal / "src"), str(REPO)])}
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=minimal, env=env, capture_output=True, text=True,
+@pytest.fixture(scope="module")
+def gpu_project(tmp_path_factory) -> Path:
+    """The GPU variant, every profile, GitLab CI, swift-rules from this checkout."""
+    return render(
+        tmp_path_factory.mktemp("gpu"), analysis_name="Muon Jets", namespace="mu",
+        backends="all", gpu_variant="yes", ci="gitlab", swift_rules_source="path",
     )  # fmt: skip
-    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
-    assert "3 passed" in tests.stdout
 
-    smoke = subprocess.run(
-        [snakemake_exe(), "--profile", "profiles/local", "--cores", "2"],
-        cwd=minimal, env=env, capture_output=True, text=True,
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, minimal, gpu_project) -> dict[str, str]:
+    """The environment in which the rendered projects are installed: `pip install` builds
+    their wheels (hatchling, no build isolation: offline) into a folder of their own.
+
+    Their dependencies (swift-rules from this checkout, coffea, snakemake, pytest) are
+    this environment's. A fresh virtual environment would not do: its site-packages would
+    not be where those dependencies are, and swift-rules' code fingerprint would then
+    take every third-party module for the analysis' own code.
+    """
+    target = tmp_path_factory.mktemp("site-packages")
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+         "--no-index", "--quiet", "--target", str(target), str(minimal), str(gpu_project)],
+        capture_output=True, text=True,
     )  # fmt: skip
+    assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
+    bin_dir = str(Path(sys.executable).parent)  # swift-rules, as the stage jobs call it
+    return {**os.environ, "PYTHONPATH": str(target), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def run_in(project: Path, env: dict[str, str], *cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+
+
+def test_gpu_project(gpu_project):
+    files = files_of(gpu_project)
+    assert {"src/muon_jets/stages_gpu.py", "tests/test_stages_gpu.py", ".gitlab-ci.yml"} <= files
+    assert_fully_rendered(gpu_project)
+    registry = yaml.safe_load((gpu_project / "stages.yaml").read_text())
+    assert registry["register"]["mu::njets"] == {
+        "cpu": "muon_jets.stages:JetMultiplicity",
+        "gpu": "muon_jets.stages_gpu:JetMultiplicityGPU",
+    }
+    pyproject = (gpu_project / "pyproject.toml").read_text()
+    assert '"swift-rules[workflow,htcondor,kubernetes] @ file://' in pyproject
+    assert 'gpu = ["cupy-cuda12x>=13"]' in pyproject
+
+
+def test_installed_project_unit_tests_and_smoke_test(minimal, installed):
+    code = "import dimuon_search; print(dimuon_search.__file__)"
+    where = run_in(minimal, installed, sys.executable, "-c", code)
+    assert where.stdout.startswith(installed["PYTHONPATH"]), where.stdout + where.stderr
+
+    tests = run_in(minimal, installed, sys.executable, "-m", "pytest", "-q")
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
+    assert "6 passed" in tests.stdout, tests.stdout[-3000:]
+
+    smoke = run_in(minimal, installed, snakemake_exe(), "--profile=profiles/local", "--cores=2")
     assert smoke.returncode == 0, smoke.stdout[-3000:] + smoke.stderr[-5000:]
     merged = "results/dimuon_search/njets/merged.pkl"
-    record = json.loads(run_cli("info", merged, cwd=minimal).stdout)
+    record = json.loads(run_cli("info", merged, cwd=minimal, env=installed).stdout)
     assert record["stage"] == "dimuon_search::njets"
+    assert record["variant"] == ["cpu"]
     assert record["events"] == {"ttbar__nominal": 1000, "wjets__nominal": 500}
+
+
+def test_installed_gpu_project_unit_tests(gpu_project, installed):
+    tests = run_in(gpu_project, installed, sys.executable, "-m", "pytest", "-q")
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
+    usable, why = gpu_status()
+    if usable:
+        assert "12 passed" in tests.stdout, tests.stdout[-3000:]
+    else:  # the GPU parity tests skip, and say why
+        assert "8 passed, 4 skipped" in tests.stdout, tests.stdout[-3000:]
+        assert f"no usable GPU here: {why}" in tests.stdout
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}  # fmt: skip
+    out = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, f"git {args}: {out.stderr}"
+    return out.stdout
+
+
+def cruft(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("cruft") or str(Path(sys.executable).with_name("cruft"))
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_cruft_update_brings_template_changes_and_keeps_user_edits(tmp_path):
+    # The template in a git repository of its own, in the layout of swift-rules' repo.
+    upstream = tmp_path / "upstream"
+    shutil.copytree(TEMPLATE, upstream / "cookiecutter-template")
+    git(upstream, "init", "-q")
+    git(upstream, "add", ".")
+    git(upstream, "commit", "-q", "-m", "template v1")
+
+    context = {"analysis_name": "Dimuon Search", "swift_rules_source": "path",
+               "swift_rules_path": str(REPO)}  # fmt: skip
+    created = cruft(
+        tmp_path, "create", upstream.as_uri(), "--directory", "cookiecutter-template",
+        "--no-input", "--output-dir", "out", "--extra-context", json.dumps(context),
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+    project = tmp_path / "out" / "dimuon_search"
+    git(project, "init", "-q")
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "From the template")
+    # The user's own edit, in a file that the template will change too.
+    config = project / "config/config.yaml"
+    config.write_text(config.read_text().replace("min_pt: 25.0", "min_pt: 30.0"))
+    git(project, "commit", "-q", "-am", "A tighter cut")
+    assert cruft(project, "check").returncode == 0
+
+    # A newer template: a changed line in that same file, and a new file.
+    skeleton = upstream / "cookiecutter-template" / "{{cookiecutter.package_name}}"
+    template_config = skeleton / "config/config.yaml"
+    text = template_config.read_text()
+    assert "chunksize: 100000" in text
+    template_config.write_text(text.replace("chunksize: 100000", "chunksize: 50000"))
+    (skeleton / "NOTES.md").write_text("# Notes on {{ cookiecutter.analysis_name }}\n")
+    git(upstream, "add", ".")
+    git(upstream, "commit", "-q", "-m", "template v2")
+
+    check = cruft(project, "check")
+    assert check.returncode != 0 and "out of date" in check.stdout, check.stdout + check.stderr
+    update = cruft(project, "update", "--skip-apply-ask")
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert (project / "NOTES.md").read_text() == "# Notes on Dimuon Search\n"
+    updated = config.read_text()
+    assert "chunksize: 50000" in updated and "min_pt: 30.0" in updated
+    assert not list(project.rglob("*.rej"))
+    v2 = git(upstream, "rev-parse", "HEAD").strip()
+    assert json.loads((project / ".cruft.json").read_text())["commit"] == v2
+    assert cruft(project, "check").returncode == 0

@@ -19,6 +19,7 @@ if ci not in ("gitlab", "both"):
     remove.append(".gitlab-ci.yml")
 if gpu != "yes":
     remove.append(f"src/{package}/stages_gpu.py")
+    remove.append("tests/test_stages_gpu.py")
 
 for name in remove:
     path = Path(name)

@@ -1,28 +1,11 @@
 """Unit tests of the example stage on a small generated NanoAOD-format file."""
 
+import numpy as np
 import pytest
 import uproot
-from coffea import processor
-from coffea.nanoevents import NanoAODSchema
-from swift_rules.agc.generate import generate_file
+from conftest import EVENTS
 
-from {{ cookiecutter.package_name }}.stages import JetMultiplicity
-
-EVENTS = 300
-
-
-@pytest.fixture(scope="module")
-def nanoaod(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "ttbar__nominal_0000.root"
-    generate_file(path, "ttbar", "nominal", EVENTS, seed=1)
-    return path
-
-
-def run(stage, path):
-    NanoAODSchema.warn_missing_crossrefs = False
-    runner = processor.Runner(processor.IterativeExecutor(), schema=NanoAODSchema)
-    fileset = {"ttbar__nominal": {"files": {str(path): "Events"}}}
-    return runner(fileset, stage, treename="Events")
+from {{ cookiecutter.package_name }}.stages import JetMultiplicity, jets_above
 
 
 def test_required_branches_are_in_the_file(nanoaod):
@@ -30,18 +13,33 @@ def test_required_branches_are_in_the_file(nanoaod):
         assert set(JetMultiplicity().required_branches()) <= set(f["Events"].keys())
 
 
-def test_counts_every_event(nanoaod):
-    out = run(JetMultiplicity(), nanoaod)
+def test_counts_every_event(run_stage):
+    out = run_stage(JetMultiplicity())
     assert out["events"]["ttbar__nominal"] == EVENTS
     h = out["njets"]["ttbar__nominal"]
     assert h.sum(flow=True).value == EVENTS
     assert h.values()[4:].sum() > 0  # ttbar events have jets
 
 
-def test_higher_threshold_fewer_jets(nanoaod):
+def test_higher_threshold_fewer_jets(run_stage):
     mean = {}
     for min_pt in (25.0, 60.0):
-        h = run(JetMultiplicity(min_pt=min_pt), nanoaod)["njets"]["ttbar__nominal"]
+        h = run_stage(JetMultiplicity(min_pt=min_pt))["njets"]["ttbar__nominal"]
         counts = h.values(flow=True)
         mean[min_pt] = sum(i * c for i, c in enumerate(counts[1:-1])) / counts.sum()
     assert mean[60.0] < mean[25.0]
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [[30.0, 20.0, 50.0], [], [10.0], [26.0, 25.0], []],  # events without jets
+        [[], []],  # no jets at all
+        [],  # an empty chunk
+    ],
+)
+def test_jets_above_counts_per_event(events):
+    flat = np.array([pt for jets in events for pt in jets], dtype=np.float64)
+    offsets = np.cumsum([0] + [len(jets) for jets in events])
+    expected = [sum(pt > 25.0 for pt in jets) for jets in events]
+    assert jets_above(flat, offsets, 25.0).tolist() == expected

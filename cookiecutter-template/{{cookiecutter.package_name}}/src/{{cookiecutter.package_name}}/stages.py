@@ -6,11 +6,24 @@ of files) and merges the outputs: see stages.yaml and workflow/Snakefile.
 
 import awkward as ak
 import hist
+import numpy as np
 from coffea import processor
 
 
 def njets_histogram() -> hist.Hist:
     return hist.Hist.new.Integer(0, 15, name="njets", label="Number of jets").Weight()
+
+
+def jets_above(pt, offsets, min_pt: float, xp=np):
+    """Per event, the number of jets with pt > min_pt.
+
+    `pt` is the flat array of every jet's pT and `offsets` the event boundaries in it
+    (event i owns pt[offsets[i]:offsets[i + 1]]). Written against an array namespace
+    `xp` (NumPy here, CuPy in a GPU variant) so that every variant runs this same code.
+    """
+    passed = xp.cumsum(pt > min_pt)  # passing jets up to and including each jet
+    passed = xp.concatenate([xp.zeros(1, dtype=passed.dtype), passed])
+    return passed[offsets[1:]] - passed[offsets[:-1]]
 
 
 class JetMultiplicity(processor.ProcessorABC):
@@ -23,8 +36,21 @@ class JetMultiplicity(processor.ProcessorABC):
         # Checked in every input file before processing starts.
         return ["nJet", "Jet_pt"]
 
-    def count_jets(self, events):
-        return ak.to_numpy(ak.sum(events.Jet.pt > self.min_pt, axis=1))
+    def array_namespace(self):
+        """The array library that counts the jets: NumPy (a GPU variant returns CuPy)."""
+        return np
+
+    def to_host(self, array) -> np.ndarray:
+        """The result as a NumPy array, for the histogram (a GPU variant copies it back)."""
+        return array
+
+    def count_jets(self, events) -> np.ndarray:
+        # Files are read and unpacked on the CPU: flat jet pT plus event offsets.
+        jet_pt = events.Jet.pt
+        pt = ak.to_numpy(ak.flatten(jet_pt)).astype(np.float64)
+        offsets = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.num(jet_pt)))])
+        xp = self.array_namespace()
+        return self.to_host(jets_above(xp.asarray(pt), xp.asarray(offsets), self.min_pt, xp))
 
     def process(self, events):
         sample = events.metadata["dataset"]  # PROCESS__VARIATION
