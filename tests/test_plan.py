@@ -69,7 +69,12 @@ def test_run_arguments_carry_settings_but_not_resources_or_executor():
     assert json.loads(plan.executor_json())["address"] == "tcp://x:1"
     assert "--skip-bad-files" not in args
     registered = json.loads(args[args.index("--register") + 1])
-    assert registered == {"agc::ttbar": {"cpu": "swift_rules.agc.ttbar:TtbarProcessor"}}
+    assert registered == {
+        "agc::ttbar": {
+            "cpu": "swift_rules.agc.ttbar:TtbarProcessor",
+            "gpu": "swift_rules.agc.ttbar_gpu:TtbarProcessorGPU",
+        }
+    }
 
 
 def test_skip_bad_files_is_part_of_the_job_arguments():
@@ -86,12 +91,16 @@ def test_skip_bad_files_is_part_of_the_job_arguments():
 
 def test_gpu_asked_for_a_stage_without_gpu_variant_fails_at_planning():
     from swift_rules.device import DeviceError
+    from swift_rules.registry import StageRegistry
 
-    plan = Plan(
-        {"data": {"generated": {"preset": "tiny"}}, "stages": {"agc::ttbar": {"device": "gpu"}}}
-    )
-    with pytest.raises(DeviceError, match="agc::ttbar.*no GPU variant"):
-        plan.code_fingerprint("agc::ttbar")
+    cfg = {
+        "register": {"ns::cpu_only": {"cpu": "swift_rules.agc.ttbar:TtbarProcessor"}},
+        "data": {"generated": {"preset": "tiny"}},
+        "stages": {"ns::cpu_only": {"device": "gpu"}},
+    }
+    plan = Plan(cfg, registry=StageRegistry(builtins=False))
+    with pytest.raises(DeviceError, match="ns::cpu_only.*no GPU variant"):
+        plan.code_fingerprint("ns::cpu_only")
 
 
 def test_stage_module_that_cannot_be_found_fails_at_planning():

@@ -98,10 +98,12 @@ def select_regions(
             tagged[n_good] = b
             n_b += b
             ht += pt
-            px[n_good] = pt * math.cos(jet_phi[i])
-            py[n_good] = pt * math.sin(jet_phi[i])
-            pz[n_good] = pt * math.sinh(jet_eta[i])
-            m = jet_mass[i]
+            # float64 trigonometry: float32 libm results differ between libraries (and
+            # CUDA), float64 ones agree to an ulp, so every device bins the same.
+            eta, phi, m = float(jet_eta[i]), float(jet_phi[i]), float(jet_mass[i])
+            px[n_good] = pt * math.cos(phi)
+            py[n_good] = pt * math.sin(phi)
+            pz[n_good] = pt * math.sinh(eta)
             en[n_good] = math.sqrt(px[n_good] ** 2 + py[n_good] ** 2 + pz[n_good] ** 2 + m * m)
             n_good += 1
         if n_good < 4 or n_b == 0:

@@ -43,11 +43,12 @@ def jet_normal(keys, offsets, xp=np):
 
     ``offsets`` are the jet collection's offsets (length n_events + 1).
     """
-    offsets = xp.asarray(offsets)
-    counts = offsets[1:] - offsets[:-1]
-    n_jets = int(offsets[-1] - offsets[0])
-    jet_event_key = xp.repeat(keys, counts)
-    local_index = xp.arange(n_jets, dtype=xp.int64) - xp.repeat(offsets[:-1] - offsets[0], counts)
+    offsets = xp.asarray(offsets, dtype=xp.int64)
+    jet = xp.arange(int(offsets[0]), int(offsets[-1]), dtype=xp.int64)
+    # The event of each jet. (Not xp.repeat: CuPy refuses an array of repeat counts.)
+    jet_event = xp.searchsorted(offsets, jet, side="right") - 1
+    jet_event_key = keys[jet_event]
+    local_index = jet - offsets[jet_event]
     bits1 = splitmix64(jet_event_key ^ splitmix64(local_index.astype(xp.uint64), xp), xp)
     bits2 = splitmix64(bits1, xp)
     u1 = _unit_interval(bits1, xp)

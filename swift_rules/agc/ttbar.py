@@ -54,6 +54,15 @@ def new_histogram(process: str, variation: str) -> hist.Hist:
     )
 
 
+def pt_variations(variation: str) -> dict[str, tuple[float, float]]:
+    """(pT scale, resolution smearing width) of each jet-pT variation a sample fills."""
+    out = {"nominal": (1.0, 0.0)}
+    if variation == "nominal":
+        out["pt_scale_up"] = (JES_FACTOR, 0.0)
+        out["pt_res_up"] = (1.0, JER_WIDTH)
+    return out
+
+
 class MissingBranchError(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
@@ -99,28 +108,33 @@ class TtbarProcessor(processor.ProcessorABC):
             out[name], out["offsets"] = _flat(coll[name])
         return out
 
+    def columns(self, events) -> dict:
+        """The flat host columns the selection needs: per collection a dict of
+        contents plus ``offsets``, and ``ids`` (run, luminosityBlock, event)."""
+        return {
+            "Jet": self._columns(events, "Jet", (*JET_COLUMNS, self.btag_branch)),
+            "Electron": self._columns(events, "Electron", ELECTRON_COLUMNS),
+            "Muon": self._columns(events, "Muon", MUON_COLUMNS),
+            "ids": tuple(ak.to_numpy(events[c]) for c in EVENT_COLUMNS),
+        }
+
     def process(self, events):
         sample = events.metadata["dataset"]
         process_name, variation = split_sample_name(sample)
-        jets = self._columns(events, "Jet", (*JET_COLUMNS, self.btag_branch))
-        ele = self._columns(events, "Electron", ELECTRON_COLUMNS)
-        mu = self._columns(events, "Muon", MUON_COLUMNS)
+        h = self.histograms(self.columns(events), process_name, variation)
+        return {"hists": {sample: h}, "nevts": {sample: len(events)}}
 
+    def histograms(self, columns: dict, process_name: str, variation: str) -> hist.Hist:
+        """Selection, observables, systematics and weights of one chunk's columns."""
+        jets, ele, mu, ids = (columns[k] for k in ("Jet", "Electron", "Muon", "ids"))
         n_leptons = kernels.count_leptons(
             ele["offsets"], ele["pt"], ele["eta"], ele["cutBased"], ele["sip3d"],
             mu["offsets"], mu["pt"], mu["eta"], mu["tightId"], mu["sip3d"], mu["pfRelIso04_all"],
         )  # fmt: skip
         one_lepton = n_leptons == 1
 
-        ids = [ak.to_numpy(events[c]) for c in EVENT_COLUMNS]
-        # (pT scale, resolution smearing width) of each jet-pT variation
-        pt_variations = {"nominal": (1.0, 0.0)}
-        if variation == "nominal":
-            pt_variations["pt_scale_up"] = (JES_FACTOR, 0.0)
-            pt_variations["pt_res_up"] = (1.0, JER_WIDTH)
-
         h = new_histogram(process_name, variation)
-        for pt_var, (pt_scale, smear_width) in pt_variations.items():
+        for pt_var, (pt_scale, smear_width) in pt_variations(variation).items():
             region, observable, leading_pt = kernels.select_regions(
                 one_lepton, jets["offsets"], jets["pt"], jets["eta"], jets["phi"],
                 jets["mass"], jets[self.btag_branch], jets["jetId"], self.btag_threshold,
@@ -150,8 +164,7 @@ class TtbarProcessor(processor.ProcessorABC):
                 if process_name == "wjets":
                     fill("scale_var_up", np.full(len(obs), 1.0 + WJETS_SCALE_STEP))
                     fill("scale_var_down", np.full(len(obs), 1.0 - WJETS_SCALE_STEP))
-
-        return {"hists": {sample: h}, "nevts": {sample: len(events)}}
+        return h
 
     def postprocess(self, accumulator):
         return accumulator
