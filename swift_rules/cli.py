@@ -324,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The ``swift-rules`` command: run in a warm-start child when a local Snakemake run
+    offers one (``swift_rules.warmstart``), else here."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from swift_rules import warmstart
+
+    status = warmstart.delegate(argv)
+    return run(argv) if status is None else status
+
+
+def run(argv: list[str]) -> int:
+    """Parse ``argv`` and run the command in this process."""
     args = build_parser().parse_args(argv)
     from swift_rules.errors import USER_ERRORS
 

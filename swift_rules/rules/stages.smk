@@ -15,6 +15,7 @@ import os
 
 from swift_rules.backends import batch_resources, guard_htcondor_executor_startup
 from swift_rules.runner import EXECUTOR_ENV
+from swift_rules.warmstart import offer as swift_warm_start
 from swift_rules.workflow import Plan
 
 guard_htcondor_executor_startup()
@@ -26,6 +27,9 @@ SR = Plan(config)
 # environment, not params: changing it reruns nothing. Every Snakemake process that
 # runs jobs (also on a cluster node) parses this file and sets it again.
 os.environ[EXECUTOR_ENV] = SR.executor_json()
+# Warm start (swift_rules/warmstart.py): the jobs Snakemake runs on this machine fork
+# from one process that has coffea & co. imported, instead of importing them each time.
+swift_warm_start(workflow, SR.config["executor"]["warm_start"])
 
 # REANA (docs/reana.md): the image every rule runs in, and each rule's REANA job
 # resources from config `reana` (its defaults, then the rule's entry under `rules`).
