@@ -111,6 +111,10 @@ class TtbarProcessorGPU(TtbarProcessor):
 
         size = (1 + len(REGION_CODES)) * len(names) * N_FLOW_BINS
         index, weight = xp.concatenate(index), xp.concatenate(weight)
+        # Leave out the unselected events (region code 0, the first slots): atomic adds
+        # of most events into the same few bins would serialise on the device.
+        selected = index >= len(names) * N_FLOW_BINS
+        index, weight = index[selected], weight[selected]
         sums = [xp.bincount(index, weights=w, minlength=size) for w in (weight, weight * weight)]
         shape = (1 + len(REGION_CODES), len(names), N_FLOW_BINS)
         values, variances = (to_host(s, xp).reshape(shape) for s in sums)
