@@ -201,6 +201,12 @@ def cmd_hepdata(args) -> int:
     return 0
 
 
+def cmd_broker(args) -> int:
+    from swift_rules.broker.cli import serve
+
+    return serve(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from swift_rules import __version__
 
@@ -320,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("hepdata", cmd_hepdata, "AGC: the final histograms as HEPData tables.")
     sp.add_argument("histograms")
     sp.add_argument("--out", required=True)
+
+    sp = add("broker", cmd_broker, "Dask connection broker: serve broker:// (docs/broker.md).")
+    from swift_rules.broker.cli import add_arguments
+
+    add_arguments(sp)
     return p
 
 

@@ -1,0 +1,67 @@
+"""``swift-rules broker serve``: run the connection broker in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import ssl
+import sys
+
+from swift_rules.broker.protocol import DEFAULT_PORT
+
+
+def add_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("action", choices=["serve"], help="serve: run the broker until stopped")
+    sp.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    sp.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    sp.add_argument(
+        "--token-file",
+        help="file holding the shared token (default: $DASK_BROKER_TOKEN, "
+        "$DASK_BROKER_TOKEN_FILE or Dask config distributed.comm.broker.token)",
+    )
+    sp.add_argument("--tls-cert", help="PEM certificate: endpoints then connect with TLS")
+    sp.add_argument("--tls-key", help="PEM key of --tls-cert (default: in the cert file)")
+    sp.add_argument("--tls-ca", help="CA file: also require client certificates signed by it")
+    sp.add_argument("--max-connections", type=int, default=100_000)
+    sp.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+
+
+def _tls(args) -> ssl.SSLContext | None:
+    if not args.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls_ca:
+        ctx.load_verify_locations(args.tls_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def serve(args) -> int:
+    from swift_rules.broker import protocol
+    from swift_rules.broker.server import Broker, serve
+    from swift_rules.errors import SwiftError
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
+    )
+    try:
+        token = protocol.read_token(args.token_file)
+        ctx = _tls(args)
+    except (ValueError, OSError) as err:
+        raise SwiftError(f"broker: {err}") from None
+    broker = Broker(
+        token, args.host, args.port, ssl_context=ctx, max_connections=args.max_connections
+    )
+
+    def ready(b):
+        print(f"[swift-rules] broker listening on {b.host}:{b.port}", file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(serve(broker, ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as err:
+        raise SwiftError(f"broker: cannot listen on {args.host}:{args.port}: {err}") from None
+    return 0

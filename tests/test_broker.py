@@ -1,0 +1,500 @@
+"""The Dask connection broker (swift_rules.broker): real broker, scheduler and worker
+processes. The firewall tests put the workers in a Linux network namespace whose
+nftables firewall drops every inbound connection (they need root, ip and nft)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swift_rules.broker import protocol
+
+PY = sys.executable
+TOKEN = "swift-rules-test-token-0123456789"
+# Dask retries connections until this; it bounds how long a firewalled transfer hangs.
+CONNECT_TIMEOUT = "4s"
+
+
+# -- processes -------------------------------------------------------------------------
+def _env(token_file: Path | None = None) -> dict:
+    env = dict(os.environ)
+    env.pop(protocol.TOKEN_ENV, None)
+    if token_file is not None:
+        env[protocol.TOKEN_FILE_ENV] = str(token_file)
+    env["DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT"] = CONNECT_TIMEOUT
+    env["PYTHONUNBUFFERED"] = "1"
+    # The tasks are this module's functions (pickled by reference).
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    return env
+
+
+class Proc:
+    """A child process whose output goes to a log file; stopped by kill(), never leaked."""
+
+    def __init__(self, cmd: list[str], log: Path, env: dict):
+        self.log = log
+        self.handle = open(log, "wb")
+        self.popen = subprocess.Popen(cmd, stdout=self.handle, stderr=subprocess.STDOUT, env=env)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.text())
+            if match:
+                return match
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no {pattern!r} in {self.log} within {timeout} s:\n{self.text()}")
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        self.handle.close()
+
+
+@pytest.fixture
+def procs():
+    started: list[Proc] = []
+    yield started
+    for p in reversed(started):
+        p.kill()
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("broker") / "token"
+    path.write_text(TOKEN + "\n")
+    return path
+
+
+def start_broker(procs, tmp_path, token_file, host="127.0.0.1", port=0, name="broker") -> Proc:
+    cmd = [
+        PY,
+        "-m",
+        "swift_rules.cli",
+        "broker",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--token-file",
+        str(token_file),
+        "--log-level",
+        "DEBUG",
+    ]
+    p = Proc(cmd, tmp_path / f"{name}.log", _env())
+    procs.append(p)
+    p.port = int(p.wait_for(r"broker listening on \S+:(\d+)").group(1))
+    return p
+
+
+def start_scheduler(procs, tmp_path, token_file, host, protocol_=None, prefix=()) -> str:
+    sched_file = tmp_path / f"scheduler-{len(procs)}.json"
+    cmd = [
+        *prefix,
+        PY,
+        "-m",
+        "distributed.cli.dask_scheduler",
+        "--host",
+        host,
+        "--no-dashboard",
+        "--scheduler-file",
+        str(sched_file),
+    ]
+    if protocol_:
+        cmd += ["--protocol", protocol_]
+    else:
+        cmd += ["--port", "0"]
+    p = Proc(cmd, tmp_path / f"scheduler-{len(procs)}.log", _env(token_file))
+    procs.append(p)
+    p.wait_for(r"Scheduler at:")
+    return json.loads(sched_file.read_text())["address"]
+
+
+def start_worker(procs, tmp_path, token_file, scheduler, host, name, nanny=False, prefix=()):
+    cmd = [
+        *prefix,
+        PY,
+        "-m",
+        "distributed.cli.dask_worker",
+        scheduler,
+        "--host",
+        host,
+        "--name",
+        name,
+        "--nthreads",
+        "1",
+        "--no-dashboard",
+        "--nanny" if nanny else "--no-nanny",
+    ]
+    p = Proc(cmd, tmp_path / f"worker-{name}.log", _env(token_file))
+    procs.append(p)
+    return p
+
+
+def connect_client(address, token_file, monkeypatch, workers=0):
+    from distributed import Client
+
+    monkeypatch.setenv(protocol.TOKEN_FILE_ENV, str(token_file))
+    client = Client(address, timeout=30)
+    if workers:
+        client.wait_for_workers(workers, timeout=60)
+    return client
+
+
+# -- the computation: results made on one worker and used on the other -------------------
+def make(seed: int, n: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(n)
+
+
+def combine(a: np.ndarray, b: np.ndarray) -> list:
+    # No BLAS (its threads may sum in another order): numpy's own sums are reproducible.
+    return [float(np.sum(a * b)), hashlib.sha256(b.tobytes()).hexdigest()]
+
+
+def worker_to_worker(client, timeout: float, n: int = 2_000_000):
+    """Two arrays made on different workers, combined on the first: one transfer each way
+    of the second array (worker b -> worker a) and of the result (a -> client)."""
+    names = sorted(client.scheduler_info()["workers"].values(), key=lambda w: w["name"])
+    a, b = names[0]["id"], names[1]["id"]
+    x = client.submit(make, 1, n, workers=[a], pure=False)
+    y = client.submit(make, 2, n, workers=[b], pure=False)
+    z = client.submit(combine, x, y, workers=[a], pure=False)
+    return z.result(timeout=timeout)
+
+
+# -- network namespace with a firewall ---------------------------------------------------
+class Netns:
+    """A namespace 'behind a firewall': a veth pair to this namespace; its nftables
+    input chain drops every new inbound connection (replies to its own are accepted)."""
+
+    def __init__(self):
+        tag = os.getpid() % 100_000
+        self.name = f"swbrk{tag}"
+        self.veth = (f"sbk{tag}a", f"sbk{tag}b")
+        octet = 1 + tag % 250
+        self.host_ip, self.ns_ip = f"10.231.{octet}.1", f"10.231.{octet}.2"
+        self.prefix = ("ip", "netns", "exec", self.name)
+
+    def sh(self, *cmd, ns=False):
+        full = [*(self.prefix if ns else ()), *cmd]
+        subprocess.run(full, check=True, capture_output=True, text=True)
+
+    def up(self):
+        a, b = self.veth
+        self.sh("ip", "netns", "add", self.name)
+        self.sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        self.sh("ip", "link", "set", b, "netns", self.name)
+        self.sh("ip", "addr", "add", f"{self.host_ip}/24", "dev", a)
+        self.sh("ip", "link", "set", a, "up")
+        self.sh("ip", "addr", "add", f"{self.ns_ip}/24", "dev", b, ns=True)
+        self.sh("ip", "link", "set", b, "up", ns=True)
+        self.sh("ip", "link", "set", "lo", "up", ns=True)
+
+    def firewall(self, on: bool):
+        if on:
+            self.sh("nft", "add", "table", "inet", "swbrk", ns=True)
+            self.sh(
+                "nft",
+                "add chain inet swbrk input { type filter hook input priority 0; policy accept; }",
+                ns=True,
+            )
+            self.sh("nft", "add rule inet swbrk input ct state new drop", ns=True)
+        else:
+            self.sh("nft", "delete", "table", "inet", "swbrk", ns=True)
+
+    def down(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.veth[0]], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def netns():
+    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
+    if os.geteuid() != 0 or missing:
+        pytest.skip(f"network namespaces need root and ip, nft (missing: {missing or 'root'})")
+    ns = Netns()
+    ns.down()
+    try:
+        ns.up()
+    except subprocess.CalledProcessError as err:
+        ns.down()
+        pytest.skip(f"cannot create a network namespace here: {err.stderr.strip()}")
+    yield ns
+    ns.down()
+
+
+# -- the real problem: workers behind a firewall ------------------------------------------
+@pytest.mark.slow
+def test_firewalled_workers_need_the_broker(netns, procs, tmp_path, token_file, monkeypatch):
+    from distributed import Client
+
+    # 1. No firewall, plain tcp: the reference result.
+    sched = start_scheduler(procs, tmp_path, token_file, netns.host_ip)
+    for name in ("w1", "w2"):
+        start_worker(procs, tmp_path, token_file, sched, netns.ns_ip, name, prefix=netns.prefix)
+    with Client(sched, timeout=30) as client:
+        client.wait_for_workers(2, timeout=60)
+        reference = worker_to_worker(client, timeout=60)
+    for p in procs[::-1]:
+        p.kill()
+    procs.clear()
+
+    netns.firewall(True)
+    try:
+        # 2. Firewall, plain tcp: workers register (outbound), but nothing reaches them.
+        sched = start_scheduler(procs, tmp_path, token_file, netns.host_ip)
+        for name in ("w1", "w2"):
+            start_worker(procs, tmp_path, token_file, sched, netns.ns_ip, name, prefix=netns.prefix)
+        with Client(sched, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            with pytest.raises(Exception) as failed:  # times out, or fails
+                worker_to_worker(client, timeout=15)
+        print(f"plain tcp behind the firewall: {type(failed.value).__name__}: {failed.value}")
+        for p in procs[::-1]:
+            p.kill()
+        procs.clear()
+
+        # 3. Firewall, broker: every connection goes out to the broker (nannies too).
+        broker = start_broker(procs, tmp_path, token_file, host=netns.host_ip)
+        via = f"{netns.host_ip}:{broker.port}"
+        sched = start_scheduler(procs, tmp_path, token_file, via, protocol_="broker")
+        assert sched.startswith(f"broker://{via}/")
+        for name in ("w1", "w2"):
+            start_worker(
+                procs, tmp_path, token_file, sched, via, name, nanny=True, prefix=netns.prefix
+            )
+        with connect_client(sched, token_file, monkeypatch, workers=2) as client:
+            workers = client.scheduler_info()["workers"]
+            assert all(addr.startswith(f"broker://{via}/") for addr in workers), workers
+            assert worker_to_worker(client, timeout=60) == reference
+        assert "relay" in broker.text()
+    finally:
+        netns.firewall(False)
+
+
+@pytest.mark.slow
+def test_worker_dies_mid_transfer(netns, procs, tmp_path, token_file, monkeypatch):
+    """The worker holding a large result is killed while the other fetches it through
+    the broker; the scheduler recomputes it and the result is still right."""
+    from distributed import wait
+
+    netns.firewall(True)
+    # Slow the namespace's outbound side, so that the transfer takes seconds.
+    netns.sh(
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        netns.veth[1],
+        "root",
+        "tbf",
+        "rate",
+        "160mbit",
+        "burst",
+        "256kb",
+        "latency",
+        "400ms",
+        ns=True,
+    )
+    try:
+        broker = start_broker(procs, tmp_path, token_file, host=netns.host_ip)
+        via = f"{netns.host_ip}:{broker.port}"
+        sched = start_scheduler(procs, tmp_path, token_file, via, protocol_="broker")
+        workers = {
+            name: start_worker(procs, tmp_path, token_file, sched, via, name, prefix=netns.prefix)
+            for name in ("a", "b")
+        }
+        with connect_client(sched, token_file, monkeypatch, workers=2) as client:
+            info = client.scheduler_info()["workers"]
+            addr = {w["name"]: a for a, w in info.items()}
+            n = 10_000_000  # 80 MB: about 4 s at 160 Mbit/s
+            x = client.submit(make, 3, n, workers=[addr["a"]], allow_other_workers=True, pure=False)
+            wait(x, timeout=60)
+            z = client.submit(np.sum, x, workers=[addr["b"]], pure=False)
+
+            def fetching(dask_worker):
+                return len(dask_worker.state.in_flight_tasks)
+
+            deadline = time.monotonic() + 30
+            while not client.run(fetching, workers=[addr["b"]])[addr["b"]]:
+                assert time.monotonic() < deadline, "worker b never started fetching"
+                time.sleep(0.05)
+            time.sleep(0.5)
+            workers["a"].kill()
+            assert z.result(timeout=90) == pytest.approx(np.sum(make(3, n)))
+        # The kill did land mid-transfer: b's fetch through the broker broke.
+        workers["b"].wait_for("Worker stream died during communication")
+        assert broker.popen.poll() is None, broker.text()
+    finally:
+        subprocess.run(
+            [*netns.prefix, "tc", "qdisc", "del", "dev", netns.veth[1], "root"], capture_output=True
+        )
+        netns.firewall(False)
+
+
+@pytest.mark.slow
+def test_broker_restart(procs, tmp_path, token_file, monkeypatch):
+    """A broker restart breaks every relayed connection. The scheduler registers again
+    and keeps its address; a worker exits as Dask workers do when their scheduler
+    connection breaks (its batch system replaces it), saying why; a new worker joins."""
+    broker = start_broker(procs, tmp_path, token_file)
+    via = f"127.0.0.1:{broker.port}"
+    sched = start_scheduler(procs, tmp_path, token_file, via, protocol_="broker")
+    scheduler = procs[-1]
+    worker = start_worker(procs, tmp_path, token_file, sched, via, "w1", nanny=True)
+    with connect_client(sched, token_file, monkeypatch, workers=1) as client:
+        assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+    broker.kill()
+    start_broker(procs, tmp_path, token_file, port=broker.port, name="broker2")
+    scheduler.wait_for("registered again with the broker")
+    worker.popen.wait(60)
+    assert "scheduler-connection-broken" in worker.text()
+    start_worker(procs, tmp_path, token_file, sched, via, "w2", nanny=True)
+    with connect_client(sched, token_file, monkeypatch, workers=1) as client:
+        assert client.submit(sum, [4, 5, 6]).result(timeout=60) == 15
+
+
+# -- security: refused, logged, and the broker keeps serving --------------------------------
+def _raw(port: int, request: bytes | None, token: bytes = TOKEN.encode()) -> dict:
+    """Send one request line (signed with ``token`` unless ``request`` is raw bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        f = sock.makefile("rwb")
+        hello = json.loads(f.readline())
+        f.write(request(hello["nonce"]) if callable(request) else request)
+        f.flush()
+        line = f.readline()
+        f.close()  # (the socket's fd stays open while its file is)
+        return json.loads(line) if line else {}
+
+
+def _signed(op: dict, token: bytes = TOKEN.encode()):
+    def build(broker_nonce):
+        req = {**op, "cnonce": protocol.nonce()}
+        req["mac"] = protocol.request_mac(token, broker_nonce, req)
+        return protocol.encode(req)
+
+    return build
+
+
+@pytest.fixture
+def broker(procs, tmp_path, token_file):
+    return start_broker(procs, tmp_path, token_file)
+
+
+def test_refusals_are_logged_and_the_broker_survives(broker):
+    port = broker.port
+    cases = {
+        "authentication failed": _signed({"op": "register", "id": "x"}, b"not-the-token-0000"),
+        "not a JSON": b"hello broker\n",
+        "no end of line": b"x" * (protocol.MAX_LINE + 10),
+        "unknown ticket": _signed({"op": "data", "id": "sched", "ticket": "forged"}),
+        "bad endpoint id": _signed({"op": "register", "id": "../etc"}),
+        "unknown op": _signed({"op": "shell"}),
+    }
+    for why, request in cases.items():
+        reply = _raw(port, request)
+        assert reply.get("ok") is False and why in reply["error"], (why, reply)
+    # A forged id: the id is taken by a live registration.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as holder:
+        f = holder.makefile("rwb")
+        f.write(_signed({"op": "register", "id": "sched"})(json.loads(f.readline())["nonce"]))
+        f.flush()
+        assert json.loads(f.readline())["ok"] is True
+        reply = _raw(port, _signed({"op": "register", "id": "sched"}))
+        assert reply["ok"] is False and "already registered" in reply["error"]
+        f.close()
+    log = broker.wait_for("already registered").string
+    for why in [*cases, "already registered"]:
+        assert "refused 127.0.0.1" in log and why in log, why
+    assert broker.popen.poll() is None
+    # ...and still serves: the id is free again once its holder has gone.
+    deadline = time.monotonic() + 10
+    while _raw(port, _signed({"op": "register", "id": "sched"})).get("ok") is not True:
+        assert time.monotonic() < deadline, broker.text()
+        time.sleep(0.1)
+
+
+def test_dask_sees_clear_errors(broker, token_file, tmp_path, monkeypatch):
+    from distributed.comm import connect
+
+    from swift_rules.broker.comm import BrokerBackend
+
+    address = f"broker://127.0.0.1:{broker.port}/nobody"
+    monkeypatch.setenv(protocol.TOKEN_FILE_ENV, str(token_file))
+    # Dask retries this one (the endpoint may be registering again after a broker restart)
+    # until its connect timeout; each try fails with the broker's reason.
+    with pytest.raises(OSError, match="Timed out trying to connect"):
+        asyncio.run(connect(address, timeout=1))
+    connector = BrokerBackend().get_connector()
+    with pytest.raises(OSError, match="refused connect: no endpoint 'nobody' is registered"):
+        asyncio.run(connector.connect(address.removeprefix("broker://")))
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("a-wrong-token-0123456789")
+    monkeypatch.setenv(protocol.TOKEN_FILE_ENV, str(wrong))
+    started = time.monotonic()
+    with pytest.raises(OSError, match="authentication failed"):
+        asyncio.run(connect(address, timeout=20))
+    assert time.monotonic() - started < 15, "a refused token must not be retried"
+    monkeypatch.delenv(protocol.TOKEN_FILE_ENV)
+    monkeypatch.delenv(protocol.TOKEN_ENV, raising=False)
+    with pytest.raises(OSError, match="no broker token"):
+        asyncio.run(connect(address, timeout=20))
+
+
+def test_an_impostor_broker_is_noticed(token_file, monkeypatch):
+    """A server that answers 'ok' without knowing the token is not our broker."""
+    from distributed.comm import connect
+
+    async def impostor(reader, writer):
+        writer.write(protocol.encode({"broker": "swift-rules", "version": 1, "nonce": "n"}))
+        await reader.readline()
+        writer.write(protocol.encode({"ok": True, "mac": "0" * 64}))
+        await writer.drain()
+
+    async def main():
+        server = await asyncio.start_server(impostor, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            await connect(f"broker://127.0.0.1:{port}/sched", timeout=20)
+
+    monkeypatch.setenv(protocol.TOKEN_FILE_ENV, str(token_file))
+    with pytest.raises(OSError, match="did not prove it knows the broker token"):
+        asyncio.run(main())
+
+
+def test_broker_needs_a_token(tmp_path, monkeypatch):
+    monkeypatch.delenv(protocol.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(protocol.TOKEN_FILE_ENV, raising=False)
+    short = tmp_path / "short"
+    short.write_text("abc")
+    result = subprocess.run(
+        [PY, "-m", "swift_rules", "broker", "serve", "--token-file", str(short)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "too short" in result.stderr
