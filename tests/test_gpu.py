@@ -109,6 +109,24 @@ def test_gpu_variant_equals_cpu_variant_under_the_cuda_simulator(tiny_dataset, t
     assert selected > 100  # enough selected events for the comparison to mean something
 
 
+def test_device_bin_index_is_boost_histograms():
+    """Values on, just below and just above every bin edge, flows, inf and NaN."""
+    import hist
+
+    from swift_rules.agc.samples import BINS, HIGH, LOW
+    from swift_rules.agc.ttbar_gpu import bin_index
+
+    edges = np.linspace(LOW, HIGH, BINS + 1)
+    odd = [0.0, -1e300, 1e300, -np.inf, np.inf, np.nan, 299.99999999999994]
+    x = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), odd])
+    expected = []
+    for value in x:
+        h = hist.Hist(hist.axis.Regular(BINS, LOW, HIGH))
+        h.fill([value])
+        expected.append(int(np.flatnonzero(h.view(flow=True))[0]))
+    assert bin_index(x, np).tolist() == expected
+
+
 def test_cpu_path_never_imports_cupy_and_the_record_names_the_variant(tiny_dataset, tmp_path):
     """A CPU run with both variants registered: CuPy is made unimportable, the record
     says the CPU variant ran and why."""
