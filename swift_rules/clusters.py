@@ -37,6 +37,10 @@ def _address(cfg: Mapping, workers: int):
     if not address:
         raise ClusterError("executor type 'address' needs 'address' (e.g. tcp://host:8786)")
     timeout = cfg.get("connect_timeout", 30)
+    if address.startswith("broker://"):
+        from swift_rules.broker import export_token
+
+        export_token(cfg)  # the client's token, from executor.broker.token_file
     try:
         return Client(address, timeout=timeout)
     except OSError as err:

@@ -498,3 +498,30 @@ def test_broker_needs_a_token(tmp_path, monkeypatch):
         timeout=60,
     )
     assert result.returncode == 2 and "too short" in result.stderr
+
+
+def test_batch_backends_start_dask_through_the_broker(broker, token_file, monkeypatch):
+    """executor.broker: the HTCondor cluster's scheduler listens on the broker and its
+    worker jobs register there; the Kubernetes worker pods are told the same."""
+    pytest.importorskip("dask_jobqueue")
+    from dask_jobqueue import HTCondorCluster
+
+    from swift_rules.backends import htcondor, kubernetes
+    from swift_rules.broker import export_token
+
+    via = f"127.0.0.1:{broker.port}"
+    cfg = {"broker": {"address": via, "token_file": str(token_file)}}
+    monkeypatch.setenv(protocol.TOKEN_FILE_ENV, "restored-after-the-test")
+    export_token(cfg)
+    with HTCondorCluster(**htcondor.cluster_kwargs(cfg)) as cluster:
+        assert cluster.scheduler_address.startswith(f"broker://{via}/")
+        script = cluster.job_script()
+    assert f"--host {via}" in script, script
+    assert f"DASK_BROKER_TOKEN_FILE={token_file}" in script, script
+    spec = kubernetes.cluster_spec(cfg, 1, name="broker-test")
+    container = spec["spec"]["worker"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--host") + 1] == via, args
+    assert {"name": protocol.TOKEN_FILE_ENV, "value": str(token_file)} in container["env"]
+    with pytest.raises(Exception, match="is not HOST:PORT"):
+        htcondor.cluster_kwargs({"broker": {"address": "broker.example.org"}})

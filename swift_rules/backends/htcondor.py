@@ -12,6 +12,7 @@ worker jobs are removed.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from swift_rules.backends import adaptive_limits, section_settings
+from swift_rules.broker import dask_args, export_token
 from swift_rules.clusters import ClusterError
 
 # executor.htcondor: what each worker job asks for, and how it is submitted.
@@ -63,6 +65,11 @@ def cluster_kwargs(cfg: Mapping) -> dict:
     }
     if s["log_directory"]:
         kwargs["log_directory"] = str(s["log_directory"])
+    # executor.broker: scheduler and workers register at the broker (docs/broker.md).
+    broker = dask_args(cfg)
+    kwargs["scheduler_options"].update(broker.scheduler_options)
+    kwargs["worker_extra_args"] += broker.worker_args
+    kwargs["job_script_prologue"] += [f"export {k}={shlex.quote(v)}" for k, v in broker.env.items()]
     return kwargs
 
 
@@ -113,6 +120,7 @@ def client(cfg: Mapping, workers: int):
 
     s = settings(cfg)
     minimum, maximum, timeout = adaptive_limits(cfg, workers)
+    export_token(cfg)
     try:
         cluster = HTCondorCluster(**cluster_kwargs(cfg))
     except Exception as err:

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Mapping
 
 from swift_rules.backends import adaptive_limits, section_settings
+from swift_rules.broker import dask_args
 from swift_rules.clusters import ClusterError
 
 # executor.kubernetes, with its defaults.
@@ -66,13 +67,18 @@ def cluster_spec(cfg: Mapping, workers: int, name: str | None = None) -> dict:
     if name is None:
         name = f"{s['name']}-{secrets.token_hex(3)}"
     env = {str(k): str(v) for k, v in s["env"].items()}
+    # executor.broker: the workers listen on the broker (the token file must be mounted
+    # at that path in the pods, or DASK_BROKER_TOKEN set in `env`); the scheduler stays
+    # on its Service, which the pods reach (docs/broker.md).
+    broker = dask_args(cfg)
+    env = {**broker.env, **env}
     spec = make_cluster_spec(
         name=name,
         image=s["image"],
         n_workers=minimum,
         resources=_resources(s["scheduler_cores"], s["scheduler_memory"]),
         env=env,
-        worker_command=["dask-worker", "--nthreads", "1", "--nworkers", "1"],
+        worker_command=["dask-worker", "--nthreads", "1", "--nworkers", "1", *broker.worker_args],
         scheduler_service_type=s["scheduler_service_type"],
         idle_timeout=int(s["idle_timeout"]),
     )

@@ -58,3 +58,11 @@ def dask_args(cfg: Mapping) -> BrokerArgs:
         worker_args=["--host", f"{host}:{port}"],
         env=env,
     )
+
+
+def export_token(cfg: Mapping) -> BrokerArgs:
+    """``dask_args(cfg)``, with its environment set in this process too: the stage job's
+    scheduler and client then find the token."""
+    args = dask_args(cfg)
+    os.environ.update(args.env)
+    return args
