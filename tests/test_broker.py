@@ -89,22 +89,11 @@ def token_file(tmp_path_factory) -> Path:
     return path
 
 
-def start_broker(procs, tmp_path, token_file, host="127.0.0.1", port=0, name="broker") -> Proc:
-    cmd = [
-        PY,
-        "-m",
-        "swift_rules.cli",
-        "broker",
-        "serve",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--token-file",
-        str(token_file),
-        "--log-level",
-        "DEBUG",
-    ]
+def start_broker(
+    procs, tmp_path, token_file, host="127.0.0.1", port=0, name="broker", extra=()
+) -> Proc:
+    cmd = [PY, "-m", "swift_rules.cli", "broker", "serve", "--host", host, "--port", str(port)]
+    cmd += ["--token-file", str(token_file), "--log-level", "DEBUG", *extra]
     p = Proc(cmd, tmp_path / f"{name}.log", _env())
     procs.append(p)
     p.port = int(p.wait_for(r"broker listening on \S+:(\d+)").group(1))
@@ -525,3 +514,45 @@ def test_batch_backends_start_dask_through_the_broker(broker, token_file, monkey
     assert {"name": protocol.TOKEN_FILE_ENV, "value": str(token_file)} in container["env"]
     with pytest.raises(Exception, match="is not HOST:PORT"):
         htcondor.cluster_kwargs({"broker": {"address": "broker.example.org"}})
+
+
+@pytest.mark.slow
+def test_tls_to_the_broker(procs, tmp_path, token_file, monkeypatch):
+    """With Dask's TLS settings, every connection to the broker is TLS (both ways
+    authenticated: the broker checks the endpoints' certificates against --tls-ca)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (needed to make a test certificate)")
+    from distributed import Client
+    from distributed.security import Security
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=swift-rules-test",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls_args = ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(cert)]
+    broker = start_broker(procs, tmp_path, token_file, extra=tls_args)
+    via = f"127.0.0.1:{broker.port}"
+    tls = {"DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(cert)}
+    for role in ("scheduler", "worker", "client"):
+        tls[f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__CERT"] = str(cert)
+        tls[f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__KEY"] = str(key)
+    for name, value in tls.items():  # the children's environment (_env)
+        monkeypatch.setenv(name, value)
+    sched = start_scheduler(procs, tmp_path, token_file, via, protocol_="broker")
+    start_worker(procs, tmp_path, token_file, sched, via, "w1")
+    security = Security(tls_ca_file=str(cert), tls_client_cert=str(cert), tls_client_key=str(key))
+    monkeypatch.setenv(protocol.TOKEN_FILE_ENV, str(token_file))
+    with Client(sched, security=security, timeout=30) as client:
+        client.wait_for_workers(1, timeout=60)
+        assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+    # A peer without TLS gets no answer: the broker drops it at the TLS handshake.
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        sock.sendall(b'{"op": "register", "id": "plain"}\n')
+        try:
+            reply = sock.recv(100)
+        except ConnectionResetError:
+            reply = b""
+    assert reply == b"", reply
