@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import resource
 import ssl
 import sys
 
@@ -38,6 +39,20 @@ def _tls(args) -> ssl.SSLContext | None:
     return ctx
 
 
+def _raise_fd_limit() -> None:
+    """One file descriptor per registered endpoint and two per relayed comm: the usual
+    soft limit (1024) would cap the broker at a few hundred workers."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    logging.getLogger("swift_rules.broker").info("file descriptor limit: %d", soft)
+
+
 def serve(args) -> int:
     from swift_rules.broker import protocol
     from swift_rules.broker.server import Broker, serve
@@ -51,6 +66,7 @@ def serve(args) -> int:
         ctx = _tls(args)
     except (ValueError, OSError) as err:
         raise SwiftError(f"broker: {err}") from None
+    _raise_fd_limit()
     broker = Broker(
         token, args.host, args.port, ssl_context=ctx, max_connections=args.max_connections
     )

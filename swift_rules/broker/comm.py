@@ -79,9 +79,18 @@ def _client_tls(connection_args: dict, listening: bool):
 
 
 async def _handshake(host, port, request: dict, ssl_ctx, timeout: float = 30.0) -> IOStream:
-    """Open a connection to the broker, send ``request``, return the stream after ``ok``."""
+    """Open a connection to the broker, send ``request``, return the stream after ``ok``
+    (within ``timeout`` seconds: a firewall that drops packets must not hang us)."""
+    try:
+        return await asyncio.wait_for(_exchange(host, port, request, ssl_ctx), timeout)
+    except TimeoutError:
+        raise CommClosedError(f"broker {host}:{port}: no answer within {timeout:g} s") from None
+
+
+async def _exchange(host, port, request: dict, ssl_ctx) -> IOStream:
     token = _token()
     where = f"broker {host}:{port}"
+    stream = None
     try:
         stream = await TCPClient().connect(host, port, max_buffer_size=MAX_BUFFER_SIZE)
         if ssl_ctx is not None:
@@ -90,11 +99,13 @@ async def _handshake(host, port, request: dict, ssl_ctx, timeout: float = 30.0) 
         request = {**request, "cnonce": protocol.nonce()}
         request["mac"] = protocol.request_mac(token, str(hello.get("nonce")), request)
         await stream.write(protocol.encode(request))
-        reply = protocol.decode(
-            await asyncio.wait_for(stream.read_until(b"\n", max_bytes=protocol.MAX_LINE), timeout)
-        )
-    except (StreamClosedError, OSError, TimeoutError) as err:
+        reply = protocol.decode(await stream.read_until(b"\n", max_bytes=protocol.MAX_LINE))
+    except (StreamClosedError, OSError) as err:
         raise CommClosedError(f"{where}: {err}") from err
+    except asyncio.CancelledError:  # timed out
+        if stream is not None:
+            stream.close()
+        raise
     except protocol.ProtocolError as err:
         stream.close()
         raise BrokerRefused(f"{where} does not speak the broker protocol: {err}") from err

@@ -76,7 +76,8 @@ class Conn(asyncio.Protocol):
     def data_received(self, data):
         if self.mode == "relay":
             self.broker.stats.bytes_relayed += len(data)
-            self.peer.transport.write(data)
+            if not self.peer.transport.is_closing():
+                self.peer.transport.write(data)
             return
         if self.mode == "control":
             return  # endpoints send nothing on it; ignore rather than buffer
@@ -264,18 +265,21 @@ class Broker:
         ticket = secrets.token_hex(16)
         answer = asyncio.get_running_loop().create_future()
         self.pending[ticket] = (target, answer)
+        spliced = False
         try:
             control.send({"op": "open", "ticket": ticket})
             data = await asyncio.wait_for(asyncio.shield(answer), self.open_timeout)
+            if conn.transport.is_closing():
+                return  # the connecting side gave up meanwhile
+            self._splice(conn, data)
+            spliced = True
         except TimeoutError:
             why = f"endpoint {target!r} did not answer within {self.open_timeout:g} s"
             raise Refused(why) from None
         finally:
             self.pending.pop(ticket, None)
-        if conn.transport.is_closing():
-            data.transport.close()
-            return
-        self._splice(conn, data)
+            if answer.done() and not spliced:
+                answer.result().transport.close()  # a data connection nobody will use
         logger.debug("relay %s -> %s", conn.addr, target)
 
     def _data(self, conn: Conn, request: dict):
