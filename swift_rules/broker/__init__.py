@@ -40,18 +40,18 @@ def dask_args(cfg: Mapping) -> BrokerArgs:
     from swift_rules.clusters import ClusterError
 
     section = cfg.get("broker") or {}
+    env = {}
+    if section.get("token_file"):
+        env[TOKEN_FILE_ENV] = os.path.abspath(str(section["token_file"]))
     address = section.get("address")
     if not address:
-        return BrokerArgs()
+        return BrokerArgs(env=env)  # e.g. type address with a broker:// scheduler
     host, sep, port = str(address).rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ClusterError(
             f"executor.broker.address: {address!r} is not HOST:PORT (e.g. broker.example.org:"
             f"{DEFAULT_PORT})"
         )
-    env = {}
-    if section.get("token_file"):
-        env[TOKEN_FILE_ENV] = os.path.abspath(str(section["token_file"]))
     return BrokerArgs(
         address=f"{host}:{port}",
         scheduler_options={"protocol": "broker", "host": f"{host}:{port}"},
