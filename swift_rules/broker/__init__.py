@@ -33,9 +33,9 @@ def dask_args(cfg: Mapping) -> BrokerArgs:
 
     ``executor.broker: {address: HOST:PORT, token_file: PATH}``. The scheduler listens
     on ``broker://HOST:PORT`` (a fresh endpoint id), and each worker and nanny gets
-    ``--host HOST:PORT``: with a ``broker://`` scheduler address, Dask takes the scheme
-    from it and the listener registers at that broker. The token file must be readable
-    at that path where the workers run (or set $DASK_BROKER_TOKEN there).
+    ``--protocol broker --host HOST:PORT``: its listener registers at that broker
+    (whatever the scheduler's scheme). The token file must be readable at that path
+    where the workers run (or set $DASK_BROKER_TOKEN there).
     """
     from swift_rules.clusters import ClusterError
 
@@ -55,7 +55,7 @@ def dask_args(cfg: Mapping) -> BrokerArgs:
     return BrokerArgs(
         address=f"{host}:{port}",
         scheduler_options={"protocol": "broker", "host": f"{host}:{port}"},
-        worker_args=["--host", f"{host}:{port}"],
+        worker_args=["--protocol", "broker", "--host", f"{host}:{port}"],
         env=env,
     )
 
