@@ -24,8 +24,8 @@ agc: $(STAMP)
 	@echo "Results: results/ (histograms.root, fit/, plots/, hepdata/, report.html)"
 
 lint: $(STAMP)
-	$(BIN)/ruff check swift_rules tests benchmarks docs/hooks.py
-	$(BIN)/ruff format --check swift_rules tests benchmarks docs/hooks.py
+	$(BIN)/ruff check swift_rules snakemake_executor_plugin_dirac tests benchmarks docs/hooks.py
+	$(BIN)/ruff format --check swift_rules snakemake_executor_plugin_dirac tests benchmarks docs/hooks.py
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site

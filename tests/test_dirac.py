@@ -1,0 +1,195 @@
+"""DIRAC, against a real DiracX 0.7.0 server on loopback (tests/dirac_server.py), with a
+harness playing the grid site and its pilots (tests/dirac_site.py).
+
+- The reference workflow through profiles/dirac: every job a DIRAC job, inputs and
+  outputs in sandboxes. On a first run the site kills a stage job (Stalled, then
+  Failed): its Snakemake job fails naming the DIRAC job and the reason; the rerun
+  completes, and the results equal a local run's, bit for bit.
+- A rule that fails (its stderr and exit code in the error), a job that never starts
+  (killed after --dirac-start-timeout, clear error), an expired or refused token and
+  an unreachable server (a clear error before any submission), Ctrl-C (the jobs are
+  killed), the GPU tag.
+- A stage on Dask workers that are DIRAC jobs (DIRACCluster), started by the site.
+
+The server runs from .venv-diracx (environment/envs.py builds it from PyPI on first
+use): where it cannot be built these tests skip, and fail in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, snakemake_exe
+
+pytestmark = pytest.mark.slow
+
+TINY_SNAKEFILE = """
+rule ok:
+    input: "input.txt"
+    output: "ok.txt"
+    resources: gpu=1
+    shell: "cat {input} > {output}; echo fine >> {output}"
+
+rule bad:
+    output: "bad.txt"
+    shell: "echo boom-from-the-rule >&2; exit 3"
+
+rule slow:
+    output: "slow.txt"
+    shell: "sleep 600; touch {output}"
+"""
+
+
+@pytest.fixture(scope="module")
+def dirac(tmp_path_factory):
+    """The server and the site (slots for 4 jobs at once)."""
+    import dirac_server
+    from dirac_site import Site
+
+    root = tmp_path_factory.mktemp("diracx")
+    try:
+        server = dirac_server.start(root / "server")
+    except Exception as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot start the DiracX test server: {err}", pytrace=False)
+        pytest.skip(f"cannot start the DiracX test server: {err}")
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "HOME": str(root), "LANG": "C.UTF-8"}  # fmt: skip
+    site = Site(server.url, server.credentials("site", "JobAdministrator,NormalUser"),
+                server.jobdb, root / "site", env).start()  # fmt: skip
+    user = server.credentials("user")
+    yield {"server": server, "site": site, "user": user, "root": root}
+    site.stop()
+    server.stop()
+
+
+def snakemake(dirac, path: Path, *args, credentials=None, url=None, timeout=300, **kw):
+    cmd = [snakemake_exe(), "--profile", str(REPO / "profiles" / "dirac"),
+           "--dirac-url", url or dirac["server"].url,
+           "--dirac-credentials", str(credentials or dirac["user"]),
+           "--seconds-between-status-checks", "1", *args]  # fmt: skip
+    return subprocess.run(cmd, cwd=path, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def tiny(tmp_path) -> Path:
+    (tmp_path / "Snakefile").write_text(TINY_SNAKEFILE)
+    (tmp_path / "input.txt").write_text("from the sandbox\n")
+    return tmp_path
+
+
+def job_ids(dirac, name_prefix: str) -> list[str]:
+    return [i for i, r in dirac["site"].ran.items() if r["name"].startswith(name_prefix)]
+
+
+def test_job_runs_on_the_site_with_the_gpu_tag(dirac, tmp_path):
+    path = tiny(tmp_path)
+    proc = snakemake(dirac, path, "ok.txt")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert (path / "ok.txt").read_text() == "from the sandbox\nfine\n"
+    jdl = dirac["site"].ran[job_ids(dirac, "ok-")[-1]]["jdl"]
+    assert jdl["Tags"] == ["GPU"] and jdl["Executable"] == "swift-job.sh", jdl
+
+
+def test_failed_job_reports_the_dirac_job_and_its_stderr(dirac, tmp_path):
+    path = tiny(tmp_path)
+    proc = snakemake(dirac, path, "bad.txt", "--retries", "0")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    job = job_ids(dirac, "bad-")[-1]
+    assert f"DIRAC job {job} Failed (Application Finished With Errors" in text, text[-4000:]
+    assert "Command exited with status 1" in text and "boom-from-the-rule" in text
+    assert not (path / "bad.txt").exists()
+
+
+def test_job_that_never_starts_is_killed_after_the_start_timeout(dirac, tmp_path):
+    path = tiny(tmp_path)
+    dirac["site"].hold.append(lambda name: name.startswith("ok-"))
+    try:
+        started = time.monotonic()
+        proc = snakemake(dirac, path, "ok.txt", "--retries", "0", "--dirac-start-timeout", "4")
+        elapsed = time.monotonic() - started
+    finally:
+        dirac["site"].hold.clear()
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "did not start within 4 s (--dirac-start-timeout)" in text, text[-3000:]
+    assert "last state Waiting" in text and "the job was killed" in text
+    job = text.split("did not start within")[0].rsplit("DIRAC job ", 1)[1].strip()
+    assert dirac["server"].states([job])[job] == "Killed"
+    assert elapsed < 120
+
+
+def test_expired_and_refused_tokens_fail_before_any_submission(dirac, tmp_path):
+    path = tiny(tmp_path)
+    server = dirac["server"]
+    expired = server.credentials("expired", lifetime=-60)
+    refused = tmp_path / "refused.json"  # a well-formed token signed by another key
+    refused.write_text(
+        expired.read_text().replace(
+            json.loads(expired.read_text())["access_token"].rsplit(".", 1)[1], "A" * 86
+        )
+    )
+    refused_data = json.loads(refused.read_text())
+    refused_data["expires_on"] = int(time.time()) + 3600
+    refused.write_text(json.dumps(refused_data))
+    before = len(server.states())
+    for creds, why in ((expired, "expired at"), (refused, "HTTP 401")):
+        started = time.monotonic()
+        proc = snakemake(dirac, path, "ok.txt", credentials=creds)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode != 0
+        assert "DIRAC executor:" in text and why in text and "dirac login" in text, text[-3000:]
+        assert text.count("DIRAC executor:") == 1  # one clear error, no retries
+        assert time.monotonic() - started < 60
+    assert len(server.states()) == before, "a job was submitted with a bad token"
+
+
+def test_unreachable_server_is_a_clear_error(dirac, tmp_path):
+    import dirac_server
+
+    url = f"http://127.0.0.1:{dirac_server.free_port()}"
+    started = time.monotonic()
+    proc = snakemake(dirac, tiny(tmp_path), "ok.txt", url=url)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"DIRAC executor: cannot reach DiracX at {url}" in text, text[-3000:]
+    assert time.monotonic() - started < 60
+
+
+def test_ctrl_c_kills_the_dirac_jobs(dirac, tmp_path):
+    path = tiny(tmp_path)
+    server = dirac["server"]
+    before = set(server.states())
+    proc = subprocess.Popen(
+        [snakemake_exe(), "--profile", str(REPO / "profiles" / "dirac"), "--dirac-url",
+         server.url, "--dirac-credentials", str(dirac["user"]),
+         "--seconds-between-status-checks", "1", "slow.txt"],
+        cwd=path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        running = []
+        while not running:  # wait until the site runs the job
+            assert time.monotonic() < deadline, "the slow job never ran"
+            states = server.states()
+            running = [i for i, s in states.items() if i not in before and s == "Running"]
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert f"Killed DIRAC jobs {running[0]}" in out, out[-3000:]
+    assert server.states(running)[running[0]] == "Killed"
+    # The site stopped the job's process, as a pilot would.
+    deadline = time.monotonic() + 30
+    while dirac["site"].ran[running[0]].get("rc") is None:
+        assert time.monotonic() < deadline, "the killed job's process still runs"
+        time.sleep(0.3)
