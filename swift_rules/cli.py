@@ -158,6 +158,14 @@ def cmd_fileset(args) -> int:
     return 0
 
 
+def cmd_stage_in(args) -> int:
+    from swift_rules.remote import stage_in
+
+    size = stage_in(args.url, args.out)
+    print(f"[swift-rules] copied {args.url} to {args.out} ({size:,} bytes)", file=sys.stderr)
+    return 0
+
+
 def cmd_histograms(args) -> int:
     from swift_rules.agc.histograms import write_histograms_root
     from swift_rules.agc.normalise import normalised_histogram
@@ -302,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("fileset", cmd_fileset, "Write an AGC-layout fileset JSON for local files.")
     sp.add_argument("files", nargs="+", help="files laid out as DIR/PROCESS__VARIATION/*.root")
+    sp.add_argument("--out", required=True)
+
+    sp = add("stage-in", cmd_stage_in, "Copy a remote input (root://, https://) to a local file.")
+    sp.add_argument("url")
     sp.add_argument("--out", required=True)
 
     sp = add(

@@ -78,9 +78,14 @@ def check_inputs(
                 log.warning("skipping unreadable file %s: %s", path, err)
                 skipped.append(path)
                 continue
+            why = (
+                "is the server up, does the file exist, is data.remote right?"
+                if "://" in path
+                else "it may be corrupt or truncated."
+            )
             raise InputError(
-                f"{path}: cannot be read ({type(err).__name__}: {err}); it may be corrupt or "
-                "truncated. Set skip_bad_files: true to leave it out"
+                f"{path}: cannot be read ({type(err).__name__}: {err}); {why} "
+                "Set skip_bad_files: true to leave it out"
             ) from err
         missing = [b for b in required if b not in keys]
         if missing:
@@ -119,10 +124,14 @@ def run_stage(
     entries, skipped = check_inputs(files, required, skip_bad_files)
 
     started = time.perf_counter()
-    output = _run_coffea(
-        processor_instance, sample, entries, stage_config, executor, workers,
-        sample_metadata or {}, sys.stderr.isatty() if progress is None else progress,
-    )  # fmt: skip
+    try:
+        output = _run_coffea(
+            processor_instance, sample, entries, stage_config, executor, workers,
+            sample_metadata or {}, sys.stderr.isatty() if progress is None else progress,
+        )  # fmt: skip
+    except Exception as err:
+        _raise_read_error(err, entries)
+        raise
     wall = time.perf_counter() - started
     n_events = sum(entries.values())
     meta = {
@@ -153,6 +162,35 @@ def run_stage(
         file=sys.stderr,
     )
     return output, meta
+
+
+def _raise_read_error(err: BaseException, files) -> None:
+    """A remote read that fails mid-run (server gone, file removed) reaches us wrapped
+    by coffea; name the file and the I/O error instead of a traceback."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    remote = [f for f in files if "://" in f]
+    if cause is None or not remote:
+        return
+    named = [f for f in remote if f in str(err)] or remote
+    _drop_xrootd_handles()
+    raise InputError(
+        f"{', '.join(named)}: reading failed during the run ({type(cause).__name__}: {cause}); "
+        "outputs already written are kept: rerun when the file or server is back"
+    ) from err
+
+
+def _drop_xrootd_handles() -> None:
+    """fsspec-xrootd (0.5.5) closes its cached file handles at exit and prints a traceback
+    when a close fails (the server is gone). The job fails anyway: forget the handles."""
+    try:
+        from fsspec_xrootd import XRootDFileSystem
+
+        for fs in list(XRootDFileSystem._cache.values()):
+            fs._readonly_filehandle_cache._cache.clear()
+    except (ImportError, AttributeError):
+        pass
 
 
 class ProgressLog:
@@ -201,7 +239,9 @@ def _run_coffea(proc, sample, files: dict[str, int], stage_config, executor, wor
     NanoAODSchema.warn_missing_crossrefs = False
     with dask_client(executor, workers) as client:
         if client is None:
-            ex = processor.IterativeExecutor(status=progress)
+            # No retries (as with Dask): a retry after a failed remote read meets a
+            # closed file handle and hides the I/O error that _raise_read_error names.
+            ex = processor.IterativeExecutor(status=progress, retries=0)
             if not progress:
                 proc = ProgressLog(proc, sum(files.values()), sample)
         else:

@@ -13,9 +13,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from swift_rules import device, fingerprint
+from swift_rules import device, fingerprint, remote
 from swift_rules.config import validate_config
 from swift_rules.registry import REGISTRY, RegistryError, load_registrations
+from swift_rules.remote import is_remote
 
 AGC_FILESET = Path(__file__).parent / "agc" / "data" / "nanoaod_inputs.json"
 RULES_DIR = Path(__file__).parent / "rules"
@@ -30,10 +31,6 @@ def rules_path(name: str) -> str:
         known = sorted(p.name for p in RULES_DIR.glob("*.smk"))
         raise FileNotFoundError(f"no rule file {name!r} in swift-rules; known: {known}")
     return str(path)
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
 
 
 def stage_dir(stage: str) -> str:
@@ -73,6 +70,9 @@ class Plan:
         self.registry = load_registrations(self.config, registry=registry)
         self.results = self.config["results"].rstrip("/")
         data = self.config["data"]
+        self.stage_in_dir = (data["remote"]["stage_in"] or "").rstrip("/") or None
+        # Local copy -> remote URL, for the stage-in rule (config data.remote.stage_in).
+        self.staged_urls: dict[str, str] = {}
         self.files = self._samples(data)
         self.files_per_group = data["files_per_group"]
 
@@ -97,7 +97,26 @@ class Plan:
                 )
             samples = {s: samples[s] for s in data["samples"]}
         limit = data["max_files_per_sample"]
-        return {s: (f[:limit] if limit else f) for s, f in sorted(samples.items())}
+        return {
+            s: [(self._job_path(p, data["remote"]), n) for p, n in (f[:limit] if limit else f)]
+            for s, f in sorted(samples.items())
+        }
+
+    def _job_path(self, path: str, settings) -> str:
+        """The path jobs read: rewritten (``data.remote``), or its stage-in copy."""
+        path = remote.rewrite(path, settings)
+        if self.stage_in_dir and is_remote(path):
+            local = remote.staged_path(path, self.stage_in_dir)
+            self.staged_urls[local] = path
+            return local
+        return path
+
+    def staged_url(self, local: str) -> str:
+        """The remote URL of a stage-in copy (the rule swift_stage_in's params)."""
+        try:
+            return self.staged_urls[local]
+        except KeyError:
+            raise KeyError(f"{local} is not the stage-in copy of any file of the fileset") from None
 
     @functools.cached_property
     def generation(self) -> dict:

@@ -84,6 +84,25 @@ rule swift_process:
         "--out {output:q} 2> {log:q}"
 
 
+if SR.stage_in_dir:
+
+    rule swift_stage_in:
+        """Copy one remote input to the folder config data.remote.stage_in (sites without
+        a cache): the copy is an output like any other, made once and reused."""
+        output:
+            SR.stage_in_dir + "/{staged}",
+        log:
+            SR.results + "/logs/stage_in/{staged}.log",
+        params:
+            url=lambda w: SR.staged_url(SR.stage_in_dir + "/" + w.staged),
+        resources:
+            **swift_reana_resources("swift_stage_in"),
+        container:
+            SWIFT_CONTAINER
+        shell:
+            "swift-rules stage-in {params.url:q} --out {output:q} 2> {log:q}"
+
+
 rule swift_merge_sample:
     """Sum the partial outputs of one sample, in group order."""
     input:
