@@ -24,6 +24,7 @@ request per status check.
 # No `from __future__ import annotations`: Snakemake turns the settings' type hints
 # into argparse types, so they must be real types.
 import os
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -200,6 +201,14 @@ class Executor(RemoteExecutor):
             name = self._local(path)
             if name:
                 cmd = cmd.replace(str(Path(path).absolute()), name)
+        # The Snakefile: the sandbox's copy if it is under the working directory, else
+        # the same absolute path on the worker (e.g. installed software).
+        match = re.search(r"--snakefile '?([^' ]+)'?", cmd)
+        if match:
+            snakefile = Path(match.group(1))
+            snakefile = snakefile if snakefile.is_absolute() else self.workdir / snakefile
+            local = self._local(snakefile) or str(snakefile.resolve())
+            cmd = cmd.replace(match.group(0), f"--snakefile {shlex.quote(local)}", 1)
         listed = " ".join(shlex.quote(o) for o in outputs)
         return "\n".join([
             "#!/bin/bash",

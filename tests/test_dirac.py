@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, snakemake_exe
 
 pytestmark = pytest.mark.slow
@@ -193,3 +194,97 @@ def test_ctrl_c_kills_the_dirac_jobs(dirac, tmp_path):
     while dirac["site"].ran[running[0]].get("rc") is None:
         assert time.monotonic() < deadline, "the killed job's process still runs"
         time.sleep(0.3)
+
+
+# --- the reference workflow through profiles/dirac ---------------------------------------
+
+CONFIG = {
+    "results": "results",
+    "data": {
+        "source": "generated",
+        "generated": {"preset": "tiny", "events_per_file": 500, "files_per_sample": 1},
+        "files_per_group": 1,
+    },
+    "stages": {"agc::ttbar": {"chunksize": 200, "runtime": 7,
+                              "options": {"btag_threshold": 0.5}}},
+    "analysis": {"fit": False, "hepdata": False},
+}  # fmt: skip
+
+
+def workflow_dir(root: Path, name: str) -> Path:
+    path = root / name
+    (path / "config").mkdir(parents=True)
+    (path / "config" / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_run(dirac):
+    path = workflow_dir(dirac["root"], "local")
+    proc = subprocess.run(
+        [snakemake_exe(), "--profile", str(REPO / "profiles" / "local"), "--snakefile",
+         str(REPO / "workflow" / "Snakefile"), "--cores", "2"],
+        cwd=path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return path
+
+
+@pytest.fixture(scope="module")
+def dirac_run(dirac, local_run):
+    """A first run in which the site kills a stage job, then a rerun that completes."""
+    path = workflow_dir(dirac["root"], "dirac")
+    site = dirac["site"]
+    killed = []
+
+    def kill_first_stage_job(name: str) -> bool:
+        if name.startswith("swift_process-") and not killed:
+            killed.append(name)
+            return True
+        return False
+
+    site.kill.append(kill_first_stage_job)
+    args = ["--snakefile", str(REPO / "workflow" / "Snakefile"), "--retries", "0"]
+    try:
+        first = snakemake(dirac, path, *args)
+    finally:
+        site.kill.clear()
+    second = snakemake(dirac, path, *args)
+    return {"path": path, "first": first, "second": second, "killed": killed}
+
+
+def test_job_killed_by_the_site_fails_with_the_reason(dirac_run, dirac):
+    first = dirac_run["first"]
+    text = first.stdout + first.stderr
+    assert dirac_run["killed"], "no swift_process job reached the site"
+    assert first.returncode != 0
+    job = job_ids(dirac, dirac_run["killed"][0])[0]
+    assert f"DIRAC job {job} Failed (Stalled: pilot killed by the batch system" in text, text[
+        -4000:
+    ]
+    assert "Error in rule swift_process" in text
+
+
+def test_rerun_after_a_failure_completes_and_equals_a_local_run(dirac_run, local_run):
+    from test_htcondor import assert_bitwise_equal, flat_output, histograms
+
+    second, path = dirac_run["second"], dirac_run["path"]
+    assert second.returncode == 0, (second.stdout + second.stderr)[-5000:]
+    assert_bitwise_equal(
+        histograms(path / "results/histograms.root"),
+        histograms(local_run / "results/histograms.root"),
+    )
+    merged = "results/agc/ttbar/merged.pkl"
+    a, b = flat_output(path / merged), flat_output(local_run / merged)
+    assert_bitwise_equal({k: (v,) for k, v in a.items()}, {k: (v,) for k, v in b.items()})
+
+
+def test_every_workflow_job_was_a_dirac_job_with_the_stage_cpu_time(dirac_run, dirac):
+    ran = [r for r in dirac["site"].ran.values() if r.get("jdl")]
+    rules = {r["name"].rsplit("-", 1)[0] for r in ran}
+    assert {"agc_generate", "swift_process", "swift_merge_sample", "swift_merge",
+            "agc_histograms"} <= rules, rules  # fmt: skip
+    stage = [r["jdl"] for r in ran if r["name"].startswith("swift_process-")]
+    # stages.agc::ttbar: runtime 7 minutes, 1 thread; no GPU tag.
+    assert all(j["CPUTime"] == 420 and "Tags" not in j for j in stage), stage
