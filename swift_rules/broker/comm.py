@@ -32,8 +32,8 @@ from swift_rules.broker import protocol
 
 logger = logging.getLogger("swift_rules.broker.comm")
 
-# How long a listener keeps trying to register again after losing the broker, between
-# tries (it keeps trying while it runs: the broker may be restarting).
+# After losing the broker, a listener tries to register again with a growing delay, at
+# most this long between tries, for as long as it runs (the broker may be restarting).
 RETRY_CAP_S = 5.0
 
 

@@ -85,21 +85,23 @@ def same(a: object, b: str) -> bool:
 
 
 def read_token(path: str | os.PathLike | None = None) -> bytes:
-    """The shared token: from ``path``, else $DASK_BROKER_TOKEN, else the file named by
-    $DASK_BROKER_TOKEN_FILE, else Dask's config ``distributed.comm.broker.token`` /
-    ``token-file``. No token is an error: the broker is never an open relay."""
-    if path is None:
-        value = os.environ.get(TOKEN_ENV)
-        if value:
-            return value.strip().encode()
-        path = os.environ.get(TOKEN_FILE_ENV)
+    """The shared token: from the file ``path``; else $DASK_BROKER_TOKEN or Dask's config
+    ``distributed.comm.broker.token``; else the file named by $DASK_BROKER_TOKEN_FILE or
+    ``distributed.comm.broker.token-file``. No token is an error: the broker is never an
+    open relay."""
     if path is None:
         import dask.config
 
-        value = dask.config.get("distributed.comm.broker.token", None)
-        if value:
-            return str(value).strip().encode()
-        path = dask.config.get("distributed.comm.broker.token-file", None)
+        for source, value in (
+            (f"${TOKEN_ENV}", os.environ.get(TOKEN_ENV)),
+            ("Dask config distributed.comm.broker.token",
+             dask.config.get("distributed.comm.broker.token", None)),
+        ):  # fmt: skip
+            if value:
+                return _checked(str(value).strip().encode(), source)
+        path = os.environ.get(TOKEN_FILE_ENV) or dask.config.get(
+            "distributed.comm.broker.token-file", None
+        )
     if path is None:
         raise ValueError(
             f"no broker token: set ${TOKEN_ENV}, or ${TOKEN_FILE_ENV} to a file holding it "
@@ -109,6 +111,10 @@ def read_token(path: str | os.PathLike | None = None) -> bytes:
         token = Path(path).read_text().strip().encode()
     except OSError as err:
         raise ValueError(f"cannot read the broker token file {path}: {err}") from None
+    return _checked(token, f"the file {path}")
+
+
+def _checked(token: bytes, source: str) -> bytes:
     if len(token) < 16:
-        raise ValueError(f"broker token in {path} is too short (need at least 16 characters)")
+        raise ValueError(f"broker token from {source} is too short (need 16 characters or more)")
     return token
