@@ -42,14 +42,17 @@ def _listening(port: int) -> bool:
 class XRootDServer:
     """``xrootd`` serving ``root`` (a data server), or caching ``origin`` (an XCache).
 
-    ``origin`` is ``host:port`` of the server to proxy; the cache's files and
-    ``.cinfo`` records go to ``root`` then. The port is kept across stop/start, so
-    URLs stay valid when a stopped server is started again.
+    ``origin`` is ``host:port`` of the server to proxy, or ``=`` (forwarding mode: the
+    URL names the origin, ``root://cache//root://origin//path``); the cache's files and
+    ``.cinfo`` records go to ``root`` then. ``http`` adds XRootD's HTTP protocol on a
+    second port. Ports are kept across stop/start, so URLs stay valid when a stopped
+    server is started again.
     """
 
-    def __init__(self, root, workdir, *, origin: str | None = None, port: int | None = None):
+    def __init__(self, root, workdir, *, origin: str | None = None, http: bool = False):
         self.root, self.workdir = Path(root).resolve(), Path(workdir).resolve()
-        self.origin, self.port = origin, port or free_port()
+        self.origin, self.port = origin, free_port()
+        self.http_port = free_port() if http else None
         self.name = "cache" if origin else "origin"
         self.proc: subprocess.Popen | None = None
 
@@ -61,6 +64,13 @@ class XRootDServer:
         """``root://`` URL of a file under the served root (or of the origin's, for a cache)."""
         rel = Path(path).resolve().relative_to(self.root) if Path(path).is_absolute() else path
         return f"root://{self.address}//{rel}"
+
+    def http_url(self, path: str | Path) -> str:
+        return self.url(path).replace(f"root://{self.address}", f"http://{self.http_address}")
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
 
     @property
     def log_path(self) -> Path:
@@ -87,6 +97,8 @@ class XRootDServer:
                 "pfc.diskusage 0.98 0.99",  # cache on a shared disk: purge only when nearly full
                 "pfc.trace info",
             ]
+        if self.http_port:
+            lines.append(f"xrd.protocol http:{self.http_port} libXrdHttp.so")
         return "\n".join(lines) + "\n"
 
     def start(self, wait_s: float = 30.0) -> XRootDServer:
@@ -104,7 +116,7 @@ class XRootDServer:
         out = (self.workdir / "stdout.log").open("ab")
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + wait_s
-        while not _listening(self.port):
+        while not all(_listening(p) for p in (self.port, self.http_port) if p):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise XRootDError(
