@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,9 @@ def test_minimal_project(minimal):
         "src/dimuon_search/__init__.py", "src/dimuon_search/stages.py",
         "tests/test_stages.py",
     } <= files  # fmt: skip
-    assert not any(f.startswith(("profiles/htcondor", "profiles/k8s")) for f in files)
+    assert not any(
+        f.startswith(("profiles/htcondor", "profiles/k8s", "profiles/dirac")) for f in files
+    )
     assert ".gitlab-ci.yml" not in files
     assert "src/dimuon_search/stages_gpu.py" not in files
     assert_fully_rendered(minimal)
@@ -92,7 +95,7 @@ def test_full_project_from_repo_root(tmp_path):
         ci="both", swift_rules_source="git",
     )  # fmt: skip
     files = files_of(project)
-    for name in ("htcondor", "k8s"):
+    for name in ("htcondor", "k8s", "dirac"):
         assert (project / "profiles" / name / "config.yaml").read_text() == (
             REPO / "profiles" / name / "config.yaml"
         ).read_text()
@@ -107,7 +110,7 @@ def test_full_project_from_repo_root(tmp_path):
     }
     pyproject = (project / "pyproject.toml").read_text()
     assert (
-        "swift-rules[workflow,htcondor,kubernetes] @ git+https://github.com/swift/swift-rules@v0.1.0"
+        "swift-rules[workflow,htcondor,kubernetes,dirac] @ git+https://github.com/swift/swift-rules@v0.1.0"
         in (pyproject)
     )
     config = yaml.safe_load((project / "config/config.yaml").read_text())
@@ -120,7 +123,7 @@ def test_pypi_project_with_htcondor(tmp_path):
     project = render(tmp_path, backends="local+htcondor", ci="gitlab", swift_rules_source="pypi")
     files = files_of(project)
     assert "profiles/htcondor/config.yaml" in files
-    assert not any(f.startswith(("profiles/k8s", ".github")) for f in files)
+    assert not any(f.startswith(("profiles/k8s", "profiles/dirac", ".github")) for f in files)
     assert ".gitlab-ci.yml" in files
     pyproject = (project / "pyproject.toml").read_text()
     assert '"swift-rules[workflow,htcondor]>=0.1"' in pyproject
@@ -169,12 +172,24 @@ def installed(tmp_path_factory, minimal, gpu_project) -> dict[str, str]:
         capture_output=True, text=True,
     )  # fmt: skip
     assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
-    bin_dir = str(Path(sys.executable).parent)  # swift-rules, as the stage jobs call it
+    bin_dir = str(Path(sys.executable).parent)  # python, snakemake, swift-rules
     return {**os.environ, "PYTHONPATH": str(target), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
 def run_in(project: Path, env: dict[str, str], *cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+
+
+def ci_commands(project: Path) -> list[str]:
+    """The commands of the project's CI job, after its install step (done by `installed`)."""
+    github = project / ".github/workflows/ci.yml"
+    if github.exists():
+        steps = yaml.safe_load(github.read_text())["jobs"]["test"]["steps"]
+        commands = [step["run"] for step in steps if "run" in step]
+    else:
+        commands = yaml.safe_load((project / ".gitlab-ci.yml").read_text())["test"]["script"]
+    assert commands[0] == "python -m pip install -e '.[test]'"
+    return commands[1:]
 
 
 def test_gpu_project(gpu_project):
@@ -187,7 +202,7 @@ def test_gpu_project(gpu_project):
         "gpu": "muon_jets.stages_gpu:JetMultiplicityGPU",
     }
     pyproject = (gpu_project / "pyproject.toml").read_text()
-    assert '"swift-rules[workflow,htcondor,kubernetes] @ file://' in pyproject
+    assert '"swift-rules[workflow,htcondor,kubernetes,dirac] @ file://' in pyproject
     assert 'gpu = ["cupy-cuda12x>=13"]' in pyproject
 
 
@@ -196,11 +211,16 @@ def test_installed_project_unit_tests_and_smoke_test(minimal, installed):
     where = run_in(minimal, installed, sys.executable, "-c", code)
     assert where.stdout.startswith(installed["PYTHONPATH"]), where.stdout + where.stderr
 
-    tests = run_in(minimal, installed, sys.executable, "-m", "pytest", "-q")
+    # The CI's own commands, with this environment's `python` and `snakemake`.
+    unit_tests, smoke_test = ci_commands(minimal)
+    assert (unit_tests, smoke_test) == (
+        "python -m pytest", "snakemake --profile profiles/local --cores 2"
+    )  # fmt: skip
+    tests = run_in(minimal, installed, "bash", "-c", unit_tests)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
     assert "6 passed" in tests.stdout, tests.stdout[-3000:]
 
-    smoke = run_in(minimal, installed, snakemake_exe(), "--profile=profiles/local", "--cores=2")
+    smoke = run_in(minimal, installed, "bash", "-c", smoke_test)
     assert smoke.returncode == 0, smoke.stdout[-3000:] + smoke.stderr[-5000:]
     merged = "results/dimuon_search/njets/merged.pkl"
     record = json.loads(run_cli("info", merged, cwd=minimal, env=installed).stdout)
@@ -210,7 +230,9 @@ def test_installed_project_unit_tests_and_smoke_test(minimal, installed):
 
 
 def test_installed_gpu_project_unit_tests(gpu_project, installed):
-    tests = run_in(gpu_project, installed, sys.executable, "-m", "pytest", "-q")
+    unit_tests, smoke_test = ci_commands(gpu_project)  # GitLab CI: the same commands
+    assert "pytest" in unit_tests and "snakemake --profile profiles/local" in smoke_test
+    tests = run_in(gpu_project, installed, "bash", "-c", unit_tests)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
     usable, why = gpu_status()
     if usable:
@@ -218,6 +240,28 @@ def test_installed_gpu_project_unit_tests(gpu_project, installed):
     else:  # the GPU parity tests skip, and say why
         assert "8 passed, 4 skipped" in tests.stdout, tests.stdout[-3000:]
         assert f"no usable GPU here: {why}" in tests.stdout
+
+
+def test_installed_project_dirac_profile_dry_run(gpu_project, installed):
+    # The profile's settings are accepted by the installed executor plugin, and the
+    # project's workflow is planned with it; nothing is submitted. (The htcondor and k8s
+    # profiles, the same files as swift-rules' own, run in test_htcondor/test_kubernetes.)
+    dry = run_in(gpu_project, installed, snakemake_exe(), "--profile=profiles/dirac", "-n")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-5000:]
+    assert "Using profile profiles/dirac" in dry.stdout + dry.stderr
+    assert re.search(r"^swift_process\s+3$", dry.stdout, re.MULTILINE), dry.stdout[-3000:]
+
+
+def test_dirac_project(tmp_path):
+    project = render(tmp_path, backends="local+dirac", ci="none", swift_rules_source="path")
+    files = files_of(project)
+    assert "profiles/dirac/config.yaml" in files
+    assert not any(
+        f.startswith(("profiles/htcondor", "profiles/k8s", ".github", ".gitlab")) for f in files
+    )
+    assert "`profiles/dirac`" in (project / "README.md").read_text()
+    pyproject = (project / "pyproject.toml").read_text()
+    assert f'"swift-rules[workflow,dirac] @ file://{REPO}"' in pyproject
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -8,11 +8,10 @@ ci = "{{ cookiecutter.ci }}"
 gpu = "{{ cookiecutter.gpu_variant }}"
 package = "{{ cookiecutter.package_name }}"
 
-remove = []
-if backends not in ("local+htcondor", "all"):
-    remove.append("profiles/htcondor")
-if backends not in ("local+k8s", "all"):
-    remove.append("profiles/k8s")
+PROFILES = ("htcondor", "k8s", "dirac")  # next to profiles/local, which is always kept
+chosen = PROFILES if backends == "all" else backends.split("+")[1:]
+
+remove = [f"profiles/{name}" for name in PROFILES if name not in chosen]
 if ci not in ("github", "both"):
     remove.append(".github")
 if ci not in ("gitlab", "both"):
