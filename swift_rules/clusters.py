@@ -61,12 +61,19 @@ def _kubernetes(cfg: Mapping, workers: int):
     return client(cfg, workers)
 
 
+def _dirac(cfg: Mapping, workers: int):
+    from swift_rules.backends.dirac import client
+
+    return client(cfg, workers)
+
+
 # Batch-system backends live in swift_rules.backends (imported when used).
 BACKENDS: dict[str, Callable] = {
     "local": _local,
     "address": _address,
     "htcondor": _htcondor,
     "kubernetes": _kubernetes,
+    "dirac": _dirac,
 }
 
 

@@ -288,3 +288,73 @@ def test_every_workflow_job_was_a_dirac_job_with_the_stage_cpu_time(dirac_run, d
     stage = [r["jdl"] for r in ran if r["name"].startswith("swift_process-")]
     # stages.agc::ttbar: runtime 7 minutes, 1 thread; no GPU tag.
     assert all(j["CPUTime"] == 420 and "Tags" not in j for j in stage), stage
+
+
+# --- Dask workers as DIRAC jobs (DIRACCluster) -------------------------------------------
+
+
+def dask_on_dirac(dirac) -> dict:
+    return {
+        "type": "dirac", "maximum_workers": 2, "worker_timeout": 120,
+        # An open scheduler port on loopback (no broker here); the site's Python.
+        "dirac": {"url": dirac["server"].url, "credentials": str(dirac["user"]),
+                  "memory": "1GB", "scheduler_options": {"host": "127.0.0.1"},
+                  "worker_extra_args": ["--host", "127.0.0.1"]},
+    }  # fmt: skip
+
+
+def run_stage(path: Path, out: str, executor: dict, workers: int = 2):
+    from conftest import run_cli
+
+    files = sorted(str(p) for p in (path / "data/generated/ttbar__nominal").glob("*.root"))
+    return run_cli(
+        "run", "agc::ttbar", "--sample", "ttbar__nominal", "--files", *files, "--out", out,
+        "--workers", str(workers), "--no-progress",
+        "--settings", json.dumps({"chunksize": 100, "options": {"btag_threshold": 0.5}}),
+        "--executor", json.dumps(executor), cwd=path, check=False,
+    )  # fmt: skip
+
+
+def test_stage_on_dask_workers_that_are_dirac_jobs_equals_local_dask(dirac, local_run):
+    from test_htcondor import assert_bitwise_equal, flat_output
+
+    from swift_rules.results import load_result
+
+    path, server = local_run, dirac["server"]
+    before = set(server.states())
+    proc = run_stage(path, "dask-dirac.pkl", dask_on_dirac(dirac))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "DIRAC Dask cluster: tcp://127.0.0.1:" in proc.stderr
+    assert run_stage(path, "dask-local.pkl", {"type": "local"}).returncode == 0
+    a, b = flat_output(path / "dask-dirac.pkl"), flat_output(path / "dask-local.pkl")
+    assert_bitwise_equal({k: (v,) for k, v in a.items()}, {k: (v,) for k, v in b.items()})
+    assert load_result(path / "dask-dirac.pkl")[1]["executor"]["type"] == "dirac"
+    # The workers were DIRAC jobs run by the site, and closing the cluster killed them.
+    workers = [i for i in server.states() if i not in before]
+    assert workers, "no worker job was submitted"
+    jdls = [dirac["site"].ran[i]["jdl"] for i in workers if "jdl" in dirac["site"].ran.get(i, {})]
+    assert jdls and all(j["Executable"] == "dask-worker.sh" for j in jdls), jdls
+    deadline = time.monotonic() + 30
+    while set(server.states(workers).values()) != {"Killed"}:
+        assert time.monotonic() < deadline, server.states(workers)
+        time.sleep(0.5)
+
+
+def test_dirac_that_never_gives_workers_fails_after_worker_timeout(dirac, local_run):
+    dirac["site"].hold.append(lambda name: name.startswith("DIRACCluster"))
+    executor = dask_on_dirac(dirac)
+    executor["worker_timeout"] = 6
+    executor["dirac"]["gpus"] = 1
+    try:
+        started = time.monotonic()
+        proc = run_stage(local_run, "never.pkl", executor)
+        elapsed = time.monotonic() - started
+    finally:
+        dirac["site"].hold.clear()
+    assert proc.returncode != 0
+    assert "DIRAC gave no Dask worker within 6 s (executor.worker_timeout)" in proc.stderr, (
+        proc.stderr[-3000:]
+    )
+    assert "Waiting" in proc.stderr
+    assert not (local_run / "never.pkl").exists()
+    assert elapsed < 90
