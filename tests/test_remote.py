@@ -266,34 +266,49 @@ TTBAR_PARTIALS = [f"results/agc/ttbar/partial/ttbar__nominal/group{g:04d}.pkl" f
 
 @pytest.fixture(scope="module")
 def outage(origin, tmp_path_factory):
-    """A workflow over root:// URLs: the ttbar jobs run, then the server stops and the
-    whole workflow is asked for, then it runs again with the server back."""
+    """A workflow over root:// URLs: the ttbar jobs run; then the wjets file vanishes
+    from the server, and the whole workflow is asked for; then the file is back but the
+    server stops, and again; then it runs with both back."""
     workdir = workflow(tmp_path_factory.mktemp("outage"), origin)
     ok(snakemake(workdir, *TTBAR_PARTIALS))
     done = {p: (workdir / p).stat().st_mtime_ns for p in TTBAR_PARTIALS}
-    origin.stop()
-    try:
-        failed = snakemake(workdir, MERGED)
-        (log,) = (workdir / "results/logs/agc/ttbar/wjets__nominal").glob("group*.log")
-        failed_log = log.read_text()
-        kept = {p: (workdir / p).stat().st_mtime_ns for p in TTBAR_PARTIALS}
-    finally:
-        origin.start()
+    (wjets,) = served(origin, "wjets__nominal")
+    log = workdir / "results/logs/agc/ttbar/wjets__nominal/group0000.log"
+    failures = {}
+    for what in ("vanished", "stopped"):
+        try:
+            if what == "vanished":
+                os.rename(wjets, wjets + ".away")
+            else:
+                origin.stop()
+            proc = snakemake(workdir, MERGED)
+            failures[what] = (proc, log.read_text(), mtimes(workdir, TTBAR_PARTIALS))
+        finally:
+            if what == "vanished":
+                os.rename(wjets + ".away", wjets)
+            else:
+                origin.start()
     rerun = ok(snakemake(workdir, MERGED))
-    return workdir, done, failed, failed_log, kept, rerun
+    return workdir, done, failures, rerun
+
+
+def mtimes(workdir: Path, paths) -> dict[str, int]:
+    return {p: (workdir / p).stat().st_mtime_ns for p in paths}
 
 
 @pytest.mark.slow
-def test_workflow_keeps_finished_jobs_when_the_server_stops(origin, outage):
-    """Jobs done before the server stopped are kept; the failing job names its URL; the
-    rerun after the server is back runs only what is missing."""
-    workdir, done, failed, failed_log, kept, rerun = outage
-    assert failed.returncode != 0
+@pytest.mark.parametrize("what", ["vanished", "stopped"])
+def test_workflow_keeps_finished_jobs_when_a_file_or_the_server_goes(origin, outage, what):
+    """Jobs done before are kept; the failing job names its URL in one line; the run
+    after the file or server is back runs only what is missing."""
+    workdir, done, failures, rerun = outage
+    proc, failed_log, kept = failures[what]
+    assert proc.returncode != 0
     (wjets_url,) = [origin.url(p) for p in served(origin, "wjets__nominal")]
-    assert wjets_url in failed_log and "cannot be read" in failed_log
+    assert f"{wjets_url}: cannot be read" in failed_log
     assert "Traceback" not in failed_log
     assert kept == done
-    assert {p: (workdir / p).stat().st_mtime_ns for p in TTBAR_PARTIALS} == done
+    assert mtimes(workdir, TTBAR_PARTIALS) == done
     assert "swift_process" in rerun.stderr
     _, meta = load_result(workdir / MERGED)
     assert meta["events"] == {"ttbar__nominal": 8000, "wjets__nominal": 4000}
