@@ -183,6 +183,16 @@ def test_missing_remote_file_is_one_clear_line(origin, tmp_path):
     assert not (tmp_path / "out.pkl").exists()
 
 
+def test_stage_in_of_a_missing_file_names_it_and_leaves_nothing(origin, tmp_path):
+    url = origin.url("wjets__nominal/vanished.root")
+    out = tmp_path / "copy" / "f.root"
+    proc = run_cli("stage-in", url, "--out", str(out), check=False, env=CLIENT_ENV)
+    assert proc.returncode != 0
+    assert f"{url}: cannot be copied" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no partial copy
+
+
 def test_server_gone_during_a_run_names_the_file(origin, base, tmp_path, monkeypatch):
     """The server stops after the first chunk was read: the read of the next fails."""
     local = served(origin, "ttbar__nominal")
