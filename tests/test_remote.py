@@ -194,35 +194,41 @@ def test_stage_in_of_a_missing_file_names_it_and_leaves_nothing(origin, tmp_path
 
 
 def test_server_gone_during_a_run_names_the_file(origin, base, tmp_path, monkeypatch):
-    """The server stops after the first chunk was read: the read of the next fails."""
+    """The server is killed after the first chunk was processed: the next read fails."""
     local = served(origin, "ttbar__nominal")
-    urls = [origin.url(p) for p in local]
     server = XRootDServer(origin.root, base / "short-lived").start()
     urls = [server.url(p) for p in local]
+    pid = server.proc.pid  # the closure is pickled by coffea: an int, not the Popen
     import swift_rules.runner as runner
 
     real = runner._run_coffea
 
-    pid = server.proc.pid  # the closure is pickled by coffea: ints, not the Popen
-
     def stop_after_first_chunk(proc, *args, **kwargs):
-        process = proc.process
+        process, chunks = proc.process, []
 
         def process_then_stop(events):
             out = process(events)
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            chunks.append(len(events))
+            if len(chunks) == 1:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
             return out
 
         monkeypatch.setattr(proc, "process", process_then_stop)
         return real(proc, *args, **kwargs)
 
     monkeypatch.setattr(runner, "_run_coffea", stop_after_first_chunk)
-    with pytest.raises(InputError, match="reading failed during the run") as err:
-        run(urls, tmp_path / "out.pkl")
+    try:
+        with pytest.raises(InputError, match="reading failed during the run") as err:
+            run(urls, tmp_path / "out.pkl")
+    finally:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            server.proc = None  # killed and reaped by the hook
+        server.stop()
     assert any(u in str(err.value) for u in urls)
     assert not (tmp_path / "out.pkl").exists()
-    server.proc = None  # reaped above
 
 
 # -- the workflow ---------------------------------------------------------------------
