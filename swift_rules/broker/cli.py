@@ -25,6 +25,11 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--tls-key", help="PEM key of --tls-cert (default: in the cert file)")
     sp.add_argument("--tls-ca", help="CA file: also require client certificates signed by it")
     sp.add_argument("--max-connections", type=int, default=100_000)
+    sp.add_argument(
+        "--no-splice",
+        action="store_true",
+        help="relay through Python (asyncio) instead of splice(2) in the kernel",
+    )
     sp.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
 
 
@@ -68,7 +73,12 @@ def serve(args) -> int:
         raise SwiftError(f"broker: {err}") from None
     _raise_fd_limit()
     broker = Broker(
-        token, args.host, args.port, ssl_context=ctx, max_connections=args.max_connections
+        token,
+        args.host,
+        args.port,
+        ssl_context=ctx,
+        max_connections=args.max_connections,
+        use_splice=not args.no_splice,
     )
 
     def ready(b):

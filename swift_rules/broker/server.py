@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import socket
 import ssl
 from dataclasses import dataclass, field
 
-from swift_rules.broker import protocol
+from swift_rules.broker import protocol, splice
 from swift_rules.broker.protocol import ID_PATTERN, MAX_LINE, ProtocolError
 
 logger = logging.getLogger("swift_rules.broker")
@@ -104,7 +105,7 @@ class Conn(asyncio.Protocol):
     def connection_lost(self, exc):
         if not self.line.done():
             self.line.set_exception(ConnectionResetError("peer closed the connection"))
-        if self.peer is not None:
+        if self.peer is not None and self.mode == "relay":
             self.peer.transport.close()  # flushes what is buffered, then closes
         self.broker.closed(self)
 
@@ -147,6 +148,7 @@ class Broker:
         max_connections: int = 100_000,
         handshake_timeout: float = 10.0,
         open_timeout: float = 10.0,
+        use_splice: bool = True,
     ):
         self.token = token
         self.host, self.port = host, port
@@ -157,6 +159,8 @@ class Broker:
         self.endpoints: dict[str, Conn] = {}
         self.pending: dict[str, tuple[str, asyncio.Future]] = {}  # ticket: (id, data conn)
         self.conns: set[Conn] = set()
+        self.kernel_relays: set[splice.KernelRelay] = set()
+        self.splice = use_splice
         self.tasks: set[asyncio.Task] = set()
         self.stats = Stats()
         self.server: asyncio.Server | None = None
@@ -175,12 +179,14 @@ class Broker:
             self.server.close()
         for conn in list(self.conns):
             conn.transport.abort()
+        for relay in list(self.kernel_relays):
+            relay.close()
         for task in list(self.tasks):
             task.cancel()
 
     # connection life cycle -------------------------------------------------------------
     def accepted(self, conn: Conn):
-        if len(self.conns) >= self.max_connections:
+        if len(self.conns) + 2 * len(self.kernel_relays) >= self.max_connections:
             self._refused(conn, f"too many connections (limit {self.max_connections})")
             return
         self.conns.add(conn)
@@ -295,12 +301,33 @@ class Broker:
             side.mode = "relay"
             side.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
             side.ok()
+        self.stats.relays += 1
+        if self._in_kernel(a, b):
+            return
         for side in (a, b):
             if side.buf:  # bytes sent after the request line belong to the relay
                 side.peer.transport.write(bytes(side.buf))
                 side.buf.clear()
             side.transport.resume_reading()
-        self.stats.relays += 1
+
+    def _in_kernel(self, a: Conn, b: Conn) -> bool:
+        """Hand the pair to a KernelRelay where it can take it: plain TCP on Linux, the
+        ``ok`` lines sent, no early bytes waiting. Else the transports relay."""
+        if not (self.splice and splice.AVAILABLE) or self.ssl_context is not None:
+            return False
+        if any(side.buf or side.transport.get_write_buffer_size() for side in (a, b)):
+            return False
+        fds = []
+        for side in (a, b):
+            fds.append(os.dup(side.transport.get_extra_info("socket").fileno()))
+            side.mode = "kernel"  # connection_lost: leave the peer alone
+            side.transport.abort()  # closes its descriptor; the duplicate lives on
+        self.kernel_relays.add(splice.KernelRelay(*fds, on_close=self._relay_closed))
+        return True
+
+    def _relay_closed(self, relay):
+        self.kernel_relays.discard(relay)
+        self.stats.bytes_relayed += relay.moved
 
 
 async def serve(broker: Broker, ready=None):

@@ -1,0 +1,231 @@
+"""The connection broker's cost: relayed against direct Dask comms, and its footprint.
+
+Three processes on this machine: the broker (``swift-rules broker serve``), a receiver
+(a Dask comm listener, ``tcp://`` or ``broker://``) and this script as the sender, all
+using Dask's own comm layer (``distributed.comm.connect`` / ``listen``), so the figures
+include Dask's framing and serialisation on both paths. Then one process registers
+many endpoints (and opens a relayed comm to each) to measure the broker's memory and
+file descriptors.
+
+    python benchmarks/broker.py [--repeat 5] [--size-mb 256] [--endpoints 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import machine, table
+
+TOKEN = "benchmark-token-0123456789abcdef"
+
+
+# -- the child processes -------------------------------------------------------------------
+async def receiver(address: str):
+    """Answer each message with its payload size (0 for pings)."""
+    from distributed.comm import listen
+
+    async def handle(comm):
+        try:
+            while True:
+                msg = await comm.read()
+                data = msg.get("data")
+                await comm.write({"n": 0 if data is None else len(data)})
+        except OSError:
+            pass
+
+    listener = listen(address, handle)
+    await listener.start()
+    print(listener.contact_address, flush=True)
+    await asyncio.Event().wait()
+
+
+async def endpoints(broker: str, count: int):
+    """Register ``count`` endpoints, then open one relayed comm to each; hold them."""
+    from distributed.comm import connect, listen
+
+    async def handle(comm):
+        await comm.read()
+
+    listeners = [listen(f"broker://{broker}", handle) for _ in range(count)]
+    for chunk in range(0, count, 100):
+        await asyncio.gather(*(lst.start() for lst in listeners[chunk : chunk + 100]))
+    print("registered", flush=True)
+    sys.stdin.readline()
+    comms = []
+    for chunk in range(0, count, 100):
+        comms += await asyncio.gather(
+            *(connect(lst.contact_address) for lst in listeners[chunk : chunk + 100])
+        )
+    print("connected", flush=True)
+    sys.stdin.readline()
+
+
+# -- measurements ----------------------------------------------------------------------------
+def proc_stats(pid: int) -> tuple[float, float, int]:
+    """(CPU seconds, RSS MiB, open file descriptors) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = next(
+        int(line.split()[1]) / 1024
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS")
+    )
+    return cpu, rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def measure(address: str, size_mb: int, broker_pid: int | None) -> dict:
+    from distributed.comm import connect
+    from distributed.protocol import to_serialize
+
+    payload = np.random.default_rng(0).integers(0, 255, size_mb << 20, dtype=np.uint8)
+    out = {}
+    # New connections: Dask's connect() with its handshake, and close.
+    times = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        comm = await connect(address)
+        times.append(time.perf_counter() - t0)
+        await comm.close()
+    out["connect_ms"] = 1e3 * statistics.median(times)
+    comm = await connect(address)
+    # Small messages: round trips on one comm.
+    times = []
+    for _ in range(2000):
+        t0 = time.perf_counter()
+        await comm.write({"op": "ping"})
+        await comm.read()
+        times.append(time.perf_counter() - t0)
+    out["rtt_ms"] = 1e3 * statistics.median(times)
+    # Large transfers: payload there, tiny answer back.
+    cpu0 = proc_stats(broker_pid)[0] if broker_pid else 0.0
+    rates, moved = [], 0
+    for _ in range(4):
+        t0 = time.perf_counter()
+        await comm.write({"data": to_serialize(payload)})
+        assert (await comm.read())["n"] == payload.nbytes
+        rates.append(payload.nbytes / (time.perf_counter() - t0) / 1e9)
+        moved += payload.nbytes
+    out["gb_s"] = statistics.median(rates)
+    if broker_pid:
+        out["cpu_s_per_gb"] = (proc_stats(broker_pid)[0] - cpu0) / (moved / 1e9)
+    await comm.close()
+    return out
+
+
+def start(cmd: list[str], env: dict, stdin=None) -> tuple[subprocess.Popen, str]:
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=stdin, env=env, text=True)
+    return p, p.stdout.readline().strip()
+
+
+def stop(*procs):
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--size-mb", type=int, default=256)
+    ap.add_argument("--endpoints", type=int, default=1000)
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        role, *rest = args.child
+        coro = receiver(rest[0]) if role == "receiver" else endpoints(rest[0], int(rest[1]))
+        asyncio.run(coro)
+        return
+
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "token").write_text(TOKEN)
+    env = {**os.environ, "DASK_BROKER_TOKEN_FILE": str(tmp / "token")}
+    os.environ.update(env)
+    me = [sys.executable, __file__, "--child"]
+
+    def serve(*extra):
+        p = subprocess.Popen(
+            [sys.executable, "-m", "swift_rules.cli", "broker", "serve", "--host", "127.0.0.1",
+             "--port", "0", "--log-level", "WARNING", *extra],
+            stderr=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+        return p, p.stderr.readline().strip().rsplit(" ", 1)[1]
+
+    # The broker relays with splice(2); "copy" is its fallback (asyncio transports).
+    (broker, via), (copier, via_copy) = serve(), serve("--no-splice")
+    where = {"tcp": ("tcp://127.0.0.1:0", None), "broker": (f"broker://{via}", broker.pid),
+             "copy": (f"broker://{via_copy}", copier.pid)}  # fmt: skip
+    results = {scheme: [] for scheme in where}
+    try:
+        for _ in range(args.repeat):  # interleaved, so that other load hits all alike
+            for scheme, (listen_at, pid) in where.items():
+                recv, address = start([*me, "receiver", listen_at], env)
+                try:
+                    results[scheme].append(asyncio.run(measure(address, args.size_mb, pid)))
+                finally:
+                    stop(recv)
+        idle = proc_stats(broker.pid)
+        holder, _ = start([*me, "endpoints", via, str(args.endpoints)], env, subprocess.PIPE)
+        registered = proc_stats(broker.pid)
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.stdout.readline()
+        connected = proc_stats(broker.pid)
+        holder_stats = proc_stats(holder.pid)
+        stop(holder)
+    finally:
+        stop(broker, copier)
+
+    def med(scheme, key):
+        return statistics.median(r[key] for r in results[scheme])
+
+    print(f"machine: {machine()}; {args.repeat} repeats, medians; {args.size_mb} MiB payloads\n")
+
+    def row(label, key, fmt, delta):
+        tcp, out = med("tcp", key), [label, fmt.format(med("tcp", key))]
+        for scheme in ("broker", "copy"):
+            value = med(scheme, key)
+            out += [fmt.format(value), delta(value, tcp)]
+        return out
+
+    def ratio(value, tcp):
+        return f"{value / tcp:.0%}"
+
+    def plus(unit):
+        return lambda value, tcp: f"+{value - tcp:.2f} {unit}"
+
+    table(
+        "Relayed (broker://) against direct (tcp://) Dask comms, one machine",
+        ["measure", "tcp://", "broker:// (splice)", "vs tcp", "broker:// (copy)", "vs tcp"],
+        [
+            row(f"large transfer, GB/s ({args.size_mb} MiB messages)", "gb_s", "{:.2f}", ratio),
+            row("new connection (connect + Dask handshake), ms", "connect_ms", "{:.2f}",
+                plus("ms")),
+            row("small message round trip, ms", "rtt_ms", "{:.3f}", plus("ms")),
+            ["broker CPU per GB relayed, s", "-", f"{med('broker', 'cpu_s_per_gb'):.2f}", "",
+             f"{med('copy', 'cpu_s_per_gb'):.2f}", ""],
+        ],
+    )  # fmt: skip
+    n = args.endpoints
+    table(
+        f"Broker footprint with {n} registered endpoints (one simulating process)",
+        ["state", "broker RSS, MiB", "broker fds", "endpoints' process RSS, MiB"],
+        [
+            ["idle", f"{idle[1]:.0f}", idle[2], "-"],
+            [f"{n} endpoints registered", f"{registered[1]:.0f}", registered[2], "-"],
+            [f"+ {n} open relayed comms", f"{connected[1]:.0f}", connected[2],
+             f"{holder_stats[1]:.0f}"],
+        ],
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
