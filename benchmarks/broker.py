@@ -137,6 +137,11 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--size-mb", type=int, default=256)
     ap.add_argument("--endpoints", type=int, default=1000)
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="sender and receiver on CPU 0, the brokers on CPU 1 (a core of their own)",
+    )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -145,6 +150,7 @@ def main():
         asyncio.run(coro)
         return
 
+    load = Path("/proc/loadavg").read_text().split()[0]
     tmp = Path(tempfile.mkdtemp())
     (tmp / "token").write_text(TOKEN)
     env = {**os.environ, "DASK_BROKER_TOKEN_FILE": str(tmp / "token")}
@@ -161,6 +167,10 @@ def main():
 
     # The broker relays with splice(2); "copy" is its fallback (asyncio transports).
     (broker, via), (copier, via_copy) = serve(), serve("--no-splice")
+    if args.pin:  # the receivers, started later, inherit this process's CPU
+        os.sched_setaffinity(0, {0})
+        for p in (broker, copier):
+            os.sched_setaffinity(p.pid, {1})
     where = {"tcp": ("tcp://127.0.0.1:0", None), "broker": (f"broker://{via}", broker.pid),
              "copy": (f"broker://{via_copy}", copier.pid)}  # fmt: skip
     results = {scheme: [] for scheme in where}
@@ -187,7 +197,9 @@ def main():
     def med(scheme, key):
         return statistics.median(r[key] for r in results[scheme])
 
-    print(f"machine: {machine()}; {args.repeat} repeats, medians; {args.size_mb} MiB payloads\n")
+    pinned = "; sender and receiver on CPU 0, brokers on CPU 1" if args.pin else ""
+    print(f"machine: {machine()}; {args.repeat} repeats, medians; {args.size_mb} MiB payloads"
+          f"{pinned}; load average before: {load}\n")  # fmt: skip
 
     def row(label, key, fmt, delta):
         tcp, out = med("tcp", key), [label, fmt.format(med("tcp", key))]
