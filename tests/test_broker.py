@@ -391,7 +391,7 @@ def _signed(op: dict, token: bytes = TOKEN.encode()):
 
 @pytest.fixture
 def broker(procs, tmp_path, token_file):
-    return start_broker(procs, tmp_path, token_file)
+    return start_broker(procs, tmp_path, token_file, extra=["--handshake-timeout", "1"])
 
 
 def test_refusals_are_logged_and_the_broker_survives(broker):
@@ -407,6 +407,13 @@ def test_refusals_are_logged_and_the_broker_survives(broker):
     for why, request in cases.items():
         reply = _raw(port, request)
         assert reply.get("ok") is False and why in reply["error"], (why, reply)
+    # A peer that sends nothing (slowloris) is dropped after --handshake-timeout.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+        f = silent.makefile("rb")
+        f.readline()  # the broker's hello
+        reply = json.loads(f.readline())
+        f.close()
+    assert reply["ok"] is False and "no request within 1 s" in reply["error"]
     # A forged id: the id is taken by a live registration.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as holder:
         f = holder.makefile("rwb")

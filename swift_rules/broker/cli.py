@@ -26,6 +26,12 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--tls-ca", help="CA file: also require client certificates signed by it")
     sp.add_argument("--max-connections", type=int, default=100_000)
     sp.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a new connection has to send its request (default 10)",
+    )
+    sp.add_argument(
         "--no-splice",
         action="store_true",
         help="relay through Python (asyncio) instead of splice(2) in the kernel",
@@ -79,6 +85,7 @@ def serve(args) -> int:
         ssl_context=ctx,
         max_connections=args.max_connections,
         use_splice=not args.no_splice,
+        handshake_timeout=args.handshake_timeout,
     )
 
     def ready(b):
