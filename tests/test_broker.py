@@ -280,7 +280,10 @@ def test_firewalled_workers_need_the_broker(netns, procs, tmp_path, token_file, 
             workers = client.scheduler_info()["workers"]
             assert all(addr.startswith(f"broker://{via}/") for addr in workers), workers
             assert worker_to_worker(client, timeout=60) == reference
-        assert "relay" in broker.text()
+        # A worker-to-worker transfer went through the broker: from the namespace to a
+        # worker's endpoint id.
+        ids = "|".join(re.escape(addr.rsplit("/", 1)[1]) for addr in workers)
+        assert re.search(rf"relay {re.escape(netns.ns_ip)}:\d+ -> ({ids})", broker.text())
     finally:
         netns.firewall(False)
 
