@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -121,6 +124,63 @@ async def measure(address: str, size_mb: int, broker_pid: int | None) -> dict:
     return out
 
 
+def _raw_request(port: int, op: dict) -> socket.socket:
+    """A broker connection after its ``ok``: the protocol by hand, no Dask."""
+    from swift_rules.broker import protocol
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    f = sock.makefile("rb", buffering=0)
+    hello = json.loads(f.readline())
+    request = {**op, "cnonce": protocol.nonce()}
+    request["mac"] = protocol.request_mac(TOKEN.encode(), hello["nonce"], request)
+    sock.sendall(protocol.encode(request))
+    if op["op"] != "register":  # (a register's ok is read by the caller, then its opens)
+        assert json.loads(f.readline())["ok"]
+    f.close()
+    return sock
+
+
+def raw_rate(send: socket.socket, recv: socket.socket, nbytes: int = 2 << 30) -> float:
+    """GB/s of plain bytes from ``send`` to ``recv``, both driven from this process."""
+
+    def sink():
+        buf, got = bytearray(4 << 20), 0
+        while got < nbytes:
+            got += recv.recv_into(buf)
+
+    thread = threading.Thread(target=sink)
+    chunk, sent, t0 = memoryview(bytearray(4 << 20)), 0, time.perf_counter()
+    thread.start()
+    while sent < nbytes:
+        send.sendall(chunk)
+        sent += len(chunk)
+    thread.join()
+    return nbytes / (time.perf_counter() - t0) / 1e9
+
+
+def raw_pair(via: str | None) -> tuple[socket.socket, socket.socket]:
+    """Two connected sockets: directly (``via`` None), or spliced by the broker at ``via``."""
+    if via is None:
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            a = socket.create_connection(server.getsockname())
+            return a, server.accept()[0]
+    port = int(via.rsplit(":", 1)[1])
+    control = _raw_request(port, {"op": "register", "id": "raw"})
+    lines = control.makefile("rb", buffering=0)
+    assert json.loads(lines.readline())["ok"]
+    out = {}
+    thread = threading.Thread(
+        target=lambda: out.update(a=_raw_request(port, {"op": "connect", "target": "raw"}))
+    )
+    thread.start()
+    ticket = json.loads(lines.readline())["ticket"]
+    b = _raw_request(port, {"op": "data", "id": "raw", "ticket": ticket})
+    thread.join()
+    lines.close()
+    control.close()
+    return out["a"], b
+
+
 def start(cmd: list[str], env: dict, stdin=None) -> tuple[subprocess.Popen, str]:
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=stdin, env=env, text=True)
     return p, p.stdout.readline().strip()
@@ -182,6 +242,15 @@ def main():
                     results[scheme].append(asyncio.run(measure(address, args.size_mb, pid)))
                 finally:
                     stop(recv)
+        # Plain bytes, sender and receiver as two threads of this process (about one
+        # core): what the relay alone can carry when it has the other core.
+        raw = {scheme: [] for scheme in where}
+        for _ in range(args.repeat):
+            for scheme, at in (("tcp", None), ("broker", via), ("copy", via_copy)):
+                a, b = raw_pair(at)
+                raw[scheme].append(raw_rate(a, b))
+                a.close()
+                b.close()
         idle = proc_stats(broker.pid)
         holder, _ = start([*me, "endpoints", via, str(args.endpoints)], env, subprocess.PIPE)
         registered = proc_stats(broker.pid)
@@ -222,6 +291,11 @@ def main():
             row("new connection (connect + Dask handshake), ms", "connect_ms", "{:.2f}",
                 plus("ms")),
             row("small message round trip, ms", "rtt_ms", "{:.3f}", plus("ms")),
+            ["plain bytes, no Dask (sender and receiver in one process), GB/s",
+             f"{statistics.median(raw['tcp']):.2f}", f"{statistics.median(raw['broker']):.2f}",
+             ratio(statistics.median(raw["broker"]), statistics.median(raw["tcp"])),
+             f"{statistics.median(raw['copy']):.2f}",
+             ratio(statistics.median(raw["copy"]), statistics.median(raw["tcp"]))],
             ["broker CPU per GB relayed, s", "-", f"{med('broker', 'cpu_s_per_gb'):.2f}", "",
              f"{med('copy', 'cpu_s_per_gb'):.2f}", ""],
         ],
