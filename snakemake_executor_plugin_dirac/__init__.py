@@ -296,23 +296,23 @@ class Executor(RemoteExecutor):
         now = time.monotonic()
         if state.status == "Stalled":
             j.aux["stalled"] = j.aux["stalled"] or now
-            limit, since, what = self.settings.stalled_timeout, j.aux["stalled"], "stalled"
+            limit, since = self.settings.stalled_timeout, j.aux["stalled"]
+            what = f"stayed Stalled for {limit} s (--dirac-stalled-timeout)"
         else:
             j.aux["stalled"] = None
             if state.status not in NOT_STARTED:
                 return False
             limit, since = self.settings.start_timeout, j.aux["submitted"]
-            what = "did not start"
+            what = f"did not start within {limit} s (--dirac-start-timeout)"
         if now - since < limit:
             return False
         try:
             self.transport.kill([j.external_jobid])
         except DiracError as err:
             self.logger.warning(f"could not kill DIRAC job {j.external_jobid}: {err}")
-        option = "--dirac-stalled-timeout" if what == "stalled" else "--dirac-start-timeout"
         self.report_job_error(j, msg=(
-            f"DIRAC job {j.external_jobid} {what} within {limit} s ({option}); last state "
-            f"{state.reason()}; the job was killed"
+            f"DIRAC job {j.external_jobid} {what}; last state {state.reason()}; "
+            "the job was killed"
         ))  # fmt: skip
         return True
 

@@ -3,8 +3,8 @@
 The server runs from its own environment (.venv-diracx, built by environment/envs.py
 from environment/requirements-diracx.txt): moto_server stands in for the S3 sandbox
 store, sqlite files for the databases, a local git repository for the configuration.
-Tokens are minted with the server's signing key (tests/dirac_mint_token.py): the
-user's (NormalUser) and the site harness's (JobAdministrator). Nothing is reachable
+Tokens are minted with the server's signing key: the user's (NormalUser) and the
+site harness's (JobAdministrator, NormalUser). Nothing is reachable
 from outside 127.0.0.1.
 """
 
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(REPO / "environment"))
 import envs
 
 VO, GROUP, USER, SUB = "swift", "swift_user", "alice", "6a1c1c4e-0000-4000-8000-000000000001"
-MINT = Path(__file__).with_name("dirac_mint_token.py")
+SETUP = Path(__file__).with_name("dirac_server_setup.py")
 
 
 def free_port() -> int:
@@ -44,14 +45,20 @@ class DiracXServer:
     procs: list = field(default_factory=list)
 
     def mint(self, properties: str, lifetime: int = 3600) -> str:
-        out = subprocess.run(
-            [str(self.venv / "bin" / "python"), str(MINT), self.url, str(self.root / "keys.json"),
-             SUB, USER, VO, GROUP, properties, str(lifetime)],
-            capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"]},
-        )  # fmt: skip
-        if out.returncode != 0:
-            raise RuntimeError(f"minting a token failed: {out.stderr[-2000:]}")
-        return out.stdout.strip()
+        """An access token signed with the server's key (as diracx.logic's create_token
+        signs them): the server checks only the signature and the issuer."""
+        from joserfc import jwt
+        from joserfc.jwk import KeySet
+
+        keys = KeySet.import_key_set(json.loads((self.root / "keys.json").read_text()))
+        key = next(k for k in keys.keys if "sign" in (k.get("key_ops") or []))
+        claims = {
+            "jti": str(uuid.uuid4()), "exp": int(time.time()) + int(lifetime),
+            "dirac_policies": {}, "sub": SUB, "vo": VO, "iss": self.url,
+            "dirac_properties": properties.split(","), "preferred_username": USER,
+            "dirac_group": GROUP,
+        }  # fmt: skip
+        return jwt.encode({"alg": key.get("alg"), "kid": key.kid}, claims, keys, [key.get("alg")])
 
     def credentials(self, name: str, properties: str = "NormalUser", lifetime=3600) -> Path:
         """A DiracX credentials file (as `dirac login` writes) with a fresh token."""
@@ -111,22 +118,10 @@ def start(root: Path) -> DiracXServer:
     venv = envs.ensure("diracx")
     bin_ = venv / "bin"
     root.mkdir(parents=True, exist_ok=True)
-    (root / "db").mkdir()
     base_env = {"PATH": f"{bin_}:{os.environ['PATH']}", "HOME": str(root)}
-    _run([bin_ / "python", "-m", "diracx.logic", "rotate-jwk", "--jwks-path", "keys.json"],
-         root, base_env)  # fmt: skip
+    out = _run([bin_ / "python", SETUP, root, VO, GROUP, USER, SUB], REPO, base_env)
+    env = {**base_env, **json.loads(out.strip().splitlines()[-1])}
     cs = f"git+file://{root}/cs"
-    _run([bin_ / "dirac", "internal", "generate-cs", cs], root, base_env)
-    _run([bin_ / "dirac", "internal", "add-vo", cs, f"--vo={VO}", "--idp-url=https://idp.invalid",
-          f"--idp-client-id={VO}", f"--default-group={GROUP}"], root, base_env)  # fmt: skip
-    _run([bin_ / "dirac", "internal", "add-user", cs, f"--vo={VO}", f"--group={GROUP}",
-          f"--sub={SUB}", f"--preferred-username={USER}"], root, base_env)  # fmt: skip
-    env = dict(base_env)
-    for line in _run([bin_ / "python", "-m", "diracx.db", "generate-local-urls", root / "db"],
-                     root, base_env).splitlines():  # fmt: skip
-        key, _, value = line.removeprefix("export ").partition("=")
-        if key.startswith("DIRACX_"):
-            env[key] = value.strip("'\"")
     s3_port, port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     env.update({

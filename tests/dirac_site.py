@@ -9,7 +9,7 @@ it) writing StdOutput/StdError; uploads the OutputSandbox files; Completing -> D
 or Failed with the exit code. A job the user kills while it runs has its process
 killed. Knobs for the failure tests: ``hold`` (matching job names are never
 started) and ``kill`` (matching jobs are killed by the "batch system" once running:
-Stalled, then Failed, as DIRAC reports a lost pilot).
+Stalled for ``stall_s`` seconds, then Failed, as DIRAC reports a lost pilot).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class Site:
         self.slots, self.poll = slots, poll
         self.hold: list[Callable[[str], bool]] = []
         self.kill: list[Callable[[str], bool]] = []
+        self.stall_s = 2.0  # how long a job killed by the site stays Stalled
         self.ran: dict[str, dict] = {}  # job id -> {"name", "jdl", "rc", "dir"}
         self.errors: list[str] = []
         self._procs: dict[str, subprocess.Popen] = {}
@@ -120,7 +121,7 @@ class Site:
             job_id, name = str(row["JobID"]), str(row.get("JobName") or "")
             if job_id in self.ran or any(h(name) for h in self.hold) or busy >= self.slots:
                 continue
-            self.ran[job_id] = {"name": name}
+            self.ran[job_id] = {"name": name, "matched": time.monotonic()}
             busy += 1
             self._set(job_id, ("Matched", "Assigned", ""), ("Running", "Job Initialization", ""))
             t = threading.Thread(target=self._run, args=(job_id, name), daemon=True)
@@ -159,16 +160,21 @@ class Site:
                 time.sleep(1)
                 _kill(proc)
                 self._set(job_id, ("Stalled", "Job stalled: pilot not running", ""))
-                time.sleep(2)  # the user's executor sees Stalled for a while
                 with self._lock:
                     self._procs.pop(job_id, None)
-                self._set(job_id, ("Failed", "Stalled: pilot killed by the batch system", ""))
                 self.ran[job_id]["rc"] = "killed"
+                # Stalled for stall_s seconds (unless its owner kills it), then Failed.
+                deadline = time.monotonic() + self.stall_s
+                while time.monotonic() < deadline:
+                    if self.dirac.status([job_id])[job_id].status == "Killed":
+                        return
+                    time.sleep(self.poll)
+                self._set(job_id, ("Failed", "Stalled: pilot killed by the batch system", ""))
                 return
             rc = proc.wait()
         with self._lock:
             self._procs.pop(job_id, None)
-        self.ran[job_id]["rc"] = rc
+        self.ran[job_id].update(rc=rc, ended=time.monotonic())
         if self.dirac.status([job_id])[job_id].status == "Killed":
             return  # killed by its owner: no output sandbox, no further state
         files = {f: folder / f for f in jdl.get("OutputSandbox", []) if (folder / f).exists()}

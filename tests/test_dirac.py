@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,24 @@ def test_job_that_never_starts_is_killed_after_the_start_timeout(dirac, tmp_path
     assert elapsed < 120
 
 
+def test_job_stalled_too_long_is_killed_after_the_stalled_timeout(dirac, tmp_path):
+    path = tiny(tmp_path)
+    site = dirac["site"]
+    site.kill.append(lambda name: name.startswith("ok-"))
+    site.stall_s = 60  # stalled until the executor gives up on it
+    try:
+        proc = snakemake(dirac, path, "ok.txt", "--retries", "0", "--dirac-stalled-timeout", "1")
+    finally:
+        site.kill.clear()
+        site.stall_s = 2.0
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "stayed Stalled for 1 s (--dirac-stalled-timeout)" in text, text[-3000:]
+    assert "last state Stalled (Job stalled: pilot not running)" in text
+    job = text.split(" stayed Stalled")[0].rsplit("DIRAC job ", 1)[1].strip()
+    assert dirac["server"].states([job])[job] == "Killed"
+
+
 def test_expired_and_refused_tokens_fail_before_any_submission(dirac, tmp_path):
     path = tiny(tmp_path)
     server = dirac["server"]
@@ -204,6 +223,8 @@ CONFIG = {
         "source": "generated",
         "generated": {"preset": "tiny", "events_per_file": 500, "files_per_sample": 1},
         "files_per_group": 1,
+        # Three of the nine samples: every rule still runs, in half the DIRAC jobs.
+        "samples": ["ttbar__nominal", "wjets__nominal", "single_top_tW__nominal"],
     },
     "stages": {"agc::ttbar": {"chunksize": 200, "runtime": 7,
                               "options": {"btag_threshold": 0.5}}},
@@ -235,6 +256,10 @@ def local_run(dirac):
 def dirac_run(dirac, local_run):
     """A first run in which the site kills a stage job, then a rerun that completes."""
     path = workflow_dir(dirac["root"], "dirac")
+    # The generated input files, as grid data would be: they travel in the sandboxes of
+    # the jobs that read them. (Generating them as DIRAC jobs too would double the run.)
+    shutil.copytree(local_run / "data", path / "data", copy_function=shutil.copy2,
+                    ignore=shutil.ignore_patterns("fileset.json"))  # fmt: skip
     site = dirac["site"]
     killed = []
 
@@ -283,8 +308,8 @@ def test_rerun_after_a_failure_completes_and_equals_a_local_run(dirac_run, local
 def test_every_workflow_job_was_a_dirac_job_with_the_stage_cpu_time(dirac_run, dirac):
     ran = [r for r in dirac["site"].ran.values() if r.get("jdl")]
     rules = {r["name"].rsplit("-", 1)[0] for r in ran}
-    assert {"agc_generate", "swift_process", "swift_merge_sample", "swift_merge",
-            "agc_histograms"} <= rules, rules  # fmt: skip
+    assert {"agc_fileset", "swift_process", "swift_merge_sample", "swift_merge",
+            "agc_histograms", "agc_provenance"} <= rules, rules  # fmt: skip
     stage = [r["jdl"] for r in ran if r["name"].startswith("swift_process-")]
     # stages.agc::ttbar: runtime 7 minutes, 1 thread; no GPU tag.
     assert all(j["CPUTime"] == 420 and "Tags" not in j for j in stage), stage
