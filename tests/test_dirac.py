@@ -383,3 +383,50 @@ def test_dirac_that_never_gives_workers_fails_after_worker_timeout(dirac, local_
     assert "Waiting" in proc.stderr
     assert not (local_run / "never.pkl").exists()
     assert elapsed < 90
+
+
+# --- without a server ----------------------------------------------------------------------
+
+
+def test_jdl_round_trip():
+    from swift_rules.dirac.jdl import format_jdl, job_fields, parse_jdl
+
+    fields = job_fields(
+        name="swift_process-3", executable="swift-job.sh", arguments='-c "a b" \\x',
+        output_sandbox=["swift-outputs.tar"], sites=["LCG.RAL.uk", "LCG.CERN.cern"],
+        cpu_time=420, tags=["GPU"], group="swift_user", cores=4,
+    )  # fmt: skip
+    assert parse_jdl(format_jdl(fields)) == {k: v for k, v in fields.items() if v is not None}
+    assert fields["OutputSandbox"] == ["std.out", "std.err", "swift-outputs.tar"]
+    assert fields["NumberOfProcessors"] == 4 and "BannedSites" not in format_jdl(fields)
+
+
+def test_dirac_executor_settings_errors_are_clear(tmp_path):
+    from swift_rules.backends import dirac as backend
+    from swift_rules.clusters import ClusterError, dask_client
+    from swift_rules.dirac.transport import DiracAuthError, DiracXTransport
+
+    with pytest.raises(ClusterError, match=r"executor.dirac: unknown key\(s\) \['site'\]"):
+        backend.settings({"dirac": {"site": "LCG.RAL.uk"}})
+    missing = tmp_path / "none.json"
+    with (
+        pytest.raises(ClusterError, match=f"no DiracX credentials file at {missing}"),
+        dask_client({"type": "dirac", "dirac": {"url": "http://127.0.0.1:9",
+                                                "credentials": str(missing)}}, 2),
+    ):  # fmt: skip
+        pass
+    with pytest.raises(DiracAuthError, match="dirac login"):
+        DiracXTransport("http://127.0.0.1:9", missing).check()
+    kwargs = backend.cluster_kwargs({"dirac": {"gpus": 1, "tags": ["8Processors"]}})
+    assert kwargs["jdl"]["tags"] == ["8Processors", "GPU"]
+
+
+def test_profile_with_an_unknown_transport_is_a_clear_error(tmp_path):
+    tiny(tmp_path)
+    proc = subprocess.run(
+        [snakemake_exe(), "--profile", str(REPO / "profiles" / "dirac"), "--dirac-url",
+         "http://127.0.0.1:9", "--dirac-transport", "grpc", "ok.txt"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "--dirac-transport: 'grpc' is not diracx or classic" in proc.stdout + proc.stderr

@@ -140,8 +140,14 @@ class DiracXTransport:
             problem = token_problem(self.credentials)
             if problem:
                 raise DiracAuthError(f"{problem}: log in with `dirac login` first")
-            from diracx.client.sync import SyncDiracClient
-            from diracx.core.preferences import DiracxPreferences
+            try:
+                from diracx.client.sync import SyncDiracClient
+                from diracx.core.preferences import DiracxPreferences
+            except ImportError as err:
+                raise DiracError(
+                    f"talking to DiracX needs diracx-client: pip install 'swift-rules[dirac]' "
+                    f"({err})"
+                ) from err
 
             prefs = DiracxPreferences(url=self.url, credentials_path=self.credentials)
             try:
