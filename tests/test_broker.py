@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -611,3 +612,87 @@ def _numbers(obj, prefix="") -> dict:
     if isinstance(obj, hist.Hist):
         return {prefix: obj.values(flow=True), f"{prefix}:var": obj.variances(flow=True)}
     return {prefix: np.asarray(obj)}
+
+
+POOL_ENV = Path("/var/cache/swift-rules/pool.env")
+
+
+@pytest.mark.slow
+def test_htcondor_dask_workers_through_the_broker(procs, tmp_path, request):
+    """executor type htcondor with executor.broker on the personal HTCondor pool: the
+    stage job's scheduler listens on the broker, the worker jobs register there, and
+    the result is bit-identical to a local Dask run. (The pool is not firewalled.)"""
+    from swift_rules.results import load_result
+
+    if not POOL_ENV.exists():
+        pytest.skip(f"no personal HTCondor pool ({POOL_ENV}): .ci/htcondor/setup.sh starts one")
+    pool = dict(line.split("=", 1) for line in POOL_ENV.read_text().split() if "=" in line)
+    work = Path(tempfile.mkdtemp(prefix="broker-", dir=pool["SWIFT_HTCONDOR_SCRATCH"]))
+    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    work.chmod(0o777)
+    token = work / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o644)
+    data = work / "ttbar.root"
+    subprocess.run(
+        [
+            PY,
+            "-m",
+            "swift_rules",
+            "generate",
+            "--sample",
+            "ttbar__nominal",
+            "--events",
+            "3000",
+            "--out",
+            str(data),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    broker = start_broker(procs, tmp_path, token_file=token)
+    executor = {
+        "type": "htcondor",
+        "maximum_workers": 2,
+        "worker_timeout": 120,
+        "htcondor": {"memory": "1GB", "disk": "200MB"},
+        "broker": {"address": f"127.0.0.1:{broker.port}", "token_file": str(token)},
+    }
+    outputs = {}
+    for label, ex in (("htcondor", executor), ("local", {"type": "local"})):
+        out = work / f"{label}.pkl"
+        cmd = [
+            "swift-rules",
+            "run",
+            "agc::ttbar",
+            "--sample",
+            "ttbar__nominal",
+            "--files",
+            str(data),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--no-progress",
+            "--settings",
+            json.dumps({"chunksize": 500}),
+            "--executor",
+            json.dumps(ex),
+        ]
+        if label == "htcondor":  # in the pool's root, as its job user
+            cmd = [str(Path(__file__).parents[1] / ".ci/htcondor/pool.sh"), "run", *cmd]
+        else:
+            cmd = [PY, "-m", "swift_rules", *cmd[1:]]
+        proc = subprocess.run(
+            cmd, cwd=work, capture_output=True, text=True, timeout=300, env=_env()
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        outputs[label] = load_result(out)
+        if label == "htcondor":
+            assert f"HTCondor Dask cluster: broker://127.0.0.1:{broker.port}/" in proc.stderr
+    # The scheduler, and each worker job's nanny and worker, registered at the broker.
+    assert broker.text().count("registered from") >= 3, broker.text()
+    (a, meta_a), (b, _) = outputs["htcondor"], outputs["local"]
+    assert meta_a["executor"]["type"] == "htcondor"
+    different = [k for k, v in _numbers(a).items() if not np.array_equal(v, _numbers(b)[k])]
+    assert _numbers(a).keys() == _numbers(b).keys() and not different, different[:5]
