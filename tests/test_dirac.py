@@ -365,6 +365,45 @@ def test_stage_on_dask_workers_that_are_dirac_jobs_equals_local_dask(dirac, loca
         time.sleep(0.5)
 
 
+def test_stage_on_dirac_workers_through_the_broker(dirac, local_run, tmp_path):
+    """Workers that could not be reached: scheduler and workers meet at the broker, and
+    the broker's token reaches the workers in their input sandboxes."""
+    import re
+
+    from test_htcondor import assert_bitwise_equal, flat_output
+
+    token = tmp_path / "broker.token"
+    token.write_text("swift-rules-dirac-test-token-0123456789\n")
+    log = tmp_path / "broker.log"
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "swift_rules.cli", "broker", "serve", "--host", "127.0.0.1",
+         "--port", "0", "--token-file", str(token)],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline, match = time.monotonic() + 30, None
+        while not match:
+            assert time.monotonic() < deadline and broker.poll() is None, log.read_text()
+            match = re.search(r"broker listening on \S+:(\d+)", log.read_text())
+            time.sleep(0.2)
+        executor = dask_on_dirac(dirac)
+        del executor["dirac"]["scheduler_options"], executor["dirac"]["worker_extra_args"]
+        executor["broker"] = {"address": f"127.0.0.1:{match.group(1)}", "token_file": str(token)}
+        before = set(dirac["site"].ran)
+        proc = run_stage(local_run, "dask-broker.pkl", executor)
+    finally:
+        broker.terminate()
+        broker.wait(15)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "DIRAC Dask cluster: broker://127.0.0.1:" in proc.stderr
+    if not (local_run / "dask-local.pkl").exists():
+        assert run_stage(local_run, "dask-local.pkl", {"type": "local"}).returncode == 0
+    a, b = flat_output(local_run / "dask-broker.pkl"), flat_output(local_run / "dask-local.pkl")
+    assert_bitwise_equal({k: (v,) for k, v in a.items()}, {k: (v,) for k, v in b.items()})
+    jobs = [r for i, r in dirac["site"].ran.items() if i not in before and "dir" in r]
+    assert jobs and all((r["dir"] / "dask-broker.token").exists() for r in jobs), jobs
+
+
 def test_dirac_that_never_gives_workers_fails_after_worker_timeout(dirac, local_run):
     dirac["site"].hold.append(lambda name: name.startswith("DIRACCluster"))
     executor = dask_on_dirac(dirac)
