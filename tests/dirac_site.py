@@ -87,7 +87,8 @@ class Site:
         }
         return self.dirac._call("search jobs", lambda c: c.jobs.search(**body))
 
-    def _jdl(self, job_id: str) -> dict:
+    def jdl(self, job_id: str) -> dict:
+        """The JDL as submitted (from the server's job database)."""
         with sqlite3.connect(self.jobdb) as db:
             (blob,) = db.execute(
                 "SELECT OriginalJDL FROM JobJDLs WHERE JobID = ?", (int(job_id),)
@@ -110,7 +111,7 @@ class Site:
             if row["Status"] != "Waiting":
                 self._set(str(row["JobID"]), ("Waiting", "Pilot Agent Submission", ""))
         with self._lock:
-            busy = len(self._procs) + sum(t.is_alive() for t in self._threads) // 2
+            busy = sum(t.is_alive() for t in self._threads)  # one thread per job
             live = list(self._procs)
         # Jobs killed by their owner while running: kill the process, as a pilot would.
         if live:
@@ -136,7 +137,7 @@ class Site:
             self._set(job_id, ("Failed", "Site harness error", str(err)[:200]))
 
     def _execute(self, job_id: str, name: str) -> None:
-        jdl = self._jdl(job_id)
+        jdl = self.jdl(job_id)
         folder = self.workdir / f"job-{job_id}"
         folder.mkdir(parents=True)
         self.ran[job_id].update(jdl=jdl, dir=folder)

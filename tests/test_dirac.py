@@ -409,6 +409,7 @@ def test_dirac_that_never_gives_workers_fails_after_worker_timeout(dirac, local_
     executor = dask_on_dirac(dirac)
     executor["worker_timeout"] = 6
     executor["dirac"]["gpus"] = 1
+    before = set(dirac["server"].states())
     try:
         started = time.monotonic()
         proc = run_stage(local_run, "never.pkl", executor)
@@ -422,6 +423,10 @@ def test_dirac_that_never_gives_workers_fails_after_worker_timeout(dirac, local_
     assert "Waiting" in proc.stderr
     assert not (local_run / "never.pkl").exists()
     assert elapsed < 90
+    # The waiting worker jobs (asking for the GPU tag) were killed when the job gave up.
+    jobs = [i for i in dirac["server"].states() if i not in before]
+    assert jobs and set(dirac["server"].states(jobs).values()) == {"Killed"}
+    assert all(dirac["site"].jdl(i)["Tags"] == ["GPU"] for i in jobs)
 
 
 # --- without a server ----------------------------------------------------------------------
