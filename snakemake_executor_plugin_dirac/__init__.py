@@ -13,11 +13,11 @@ sandbox and is unpacked into the working directory when the job is Done.
 
 States (docs/backends.md): Done and Completed succeed; Failed, Killed and Deleted fail
 with DIRAC's reason, the job id and the end of the job's stderr. Rescheduled jobs are
-requeued by DIRAC: we keep waiting. Stalled jobs (the pilot stopped answering) may
-recover: we keep waiting up to ``--dirac-stalled-timeout`` seconds, then kill and fail
-them. A job that has not started ``--dirac-start-timeout`` seconds after submission is
-killed and fails with a message naming the timeout. All active jobs are polled in one
-request per status check.
+requeued by DIRAC: we keep waiting, and the start timeout counts from then. Stalled
+jobs (the pilot stopped answering) may recover: we keep waiting up to
+``--dirac-stalled-timeout`` seconds, then kill and fail them. A job that has not
+started ``--dirac-start-timeout`` seconds after submission is killed and fails with a
+message naming the timeout. All active jobs are polled in one request per status check.
 """
 
 # ruff: noqa: UP045
@@ -26,6 +26,7 @@ request per status check.
 import os
 import re
 import shlex
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,7 @@ class Executor(RemoteExecutor):
             raise WorkflowError("the DIRAC executor does not run group jobs")
         outputs = [o for o in map(self._local, [*job.output, *job.log]) if o]
         folder = self.jobdir / f"{job.name}-{job.jobid}"
+        shutil.rmtree(folder / "output", ignore_errors=True)  # (a previous run's)
         folder.mkdir(parents=True, exist_ok=True)
         script = folder / JOB_SCRIPT
         script.write_text(self._script(job, outputs))
@@ -300,6 +302,8 @@ class Executor(RemoteExecutor):
             what = f"stayed Stalled for {limit} s (--dirac-stalled-timeout)"
         else:
             j.aux["stalled"] = None
+            if state.status == "Rescheduled":  # queued again: the start clock restarts
+                j.aux["submitted"] = now
             if state.status not in NOT_STARTED:
                 return False
             limit, since = self.settings.start_timeout, j.aux["submitted"]
