@@ -7,7 +7,13 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-for name in ("stage_throughput", "workflow_overhead", "noop_rerun", "remote_read", "broker",
-             "dirac_transport"):
+for name in (
+    "stage_throughput",
+    "workflow_overhead",
+    "noop_rerun",
+    "remote_read",
+    "broker",
+    "dirac_transport",
+):
     sys.argv = [name]
     runpy.run_path(str(HERE / f"{name}.py"), run_name="__main__")
