@@ -1,15 +1,17 @@
 """DIRAC, against a real DiracX 0.7.0 server on loopback (tests/dirac_server.py), with a
 harness playing the grid site and its pilots (tests/dirac_site.py).
 
-- The reference workflow through profiles/dirac: every job a DIRAC job, inputs and
+- The reference workflow (tiny preset, three samples; the generated input files taken
+  from the local run) through profiles/dirac: every job a DIRAC job, inputs and
   outputs in sandboxes. On a first run the site kills a stage job (Stalled, then
   Failed): its Snakemake job fails naming the DIRAC job and the reason; the rerun
   completes, and the results equal a local run's, bit for bit.
 - A rule that fails (its stderr and exit code in the error), a job that never starts
-  (killed after --dirac-start-timeout, clear error), an expired or refused token and
-  an unreachable server (a clear error before any submission), Ctrl-C (the jobs are
-  killed), the GPU tag.
-- A stage on Dask workers that are DIRAC jobs (DIRACCluster), started by the site.
+  (killed after --dirac-start-timeout), a job left Stalled (killed after
+  --dirac-stalled-timeout), an expired or refused token and an unreachable server (a
+  clear error before any submission), Ctrl-C (the jobs are killed), the GPU tag.
+- A stage on Dask workers that are DIRAC jobs (DIRACCluster) started by the site, with
+  an open scheduler port and through the connection broker; no worker in time.
 
 The server runs from .venv-diracx (environment/envs.py builds it from PyPI on first
 use): where it cannot be built these tests skip, and fail in CI.
