@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.machinery
 import importlib.util
 import sysconfig
 from collections.abc import Iterable
@@ -35,8 +36,18 @@ def find_module(name: str) -> Path | None:
 
 
 def _spec_origin(name: str) -> Path | None:
+    # importlib.util.find_spec("a.b.c") imports a.b to look inside it, and `from a.b
+    # import c` must be checked for a submodule c: that would import a stage (and
+    # coffea) at planning time. So only the top-level name goes through the import
+    # system's finders (which import nothing); submodules are looked up in their
+    # parent package's folders.
+    top, *parts = name.split(".")
     try:
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(top)
+        for part in parts:
+            if spec is None or spec.submodule_search_locations is None:
+                return None  # not a package: it has no submodules
+            spec = importlib.machinery.PathFinder.find_spec(part, spec.submodule_search_locations)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):

@@ -169,3 +169,23 @@ def test_validate_command(tmp_path):
     bad.write_text("executor:\n  type: slurm\n")
     proc = run_cli("validate", str(bad), check=False)
     assert proc.returncode == 2 and "executor.type: 'slurm'" in proc.stderr
+
+
+def test_planning_imports_no_stage_and_no_coffea():
+    # The code fingerprint reads sources; `from swift_rules.agc.ttbar import ...` in the
+    # GPU variant must not import the CPU variant (and coffea) to look for a submodule.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from swift_rules.workflow import Plan\n"
+        "plan = Plan({'data': {'source': 'generated', 'generated': {'preset': 'tiny'}},\n"
+        "             'stages': {'agc::ttbar': {}}})\n"
+        "plan.code_fingerprint('agc::ttbar')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('coffea', 'numba')\n"
+        "                or m.startswith('swift_rules.agc.ttbar'))\n"
+        "print(loaded)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
