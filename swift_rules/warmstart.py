@@ -58,6 +58,7 @@ PRELOAD = (
     "swift_rules.results",
     "swift_rules.config",
 )
+_SERVERS: list[subprocess.Popen] = []  # started at parse time (kept: no ResourceWarning)
 CONNECT_TIMEOUT_S = 60.0  # the server binds at once, but a loaded machine may be slow to start it
 RUNNING = b"R"  # the server says: the child runs your command
 HEADER = struct.Struct("!Q")
@@ -82,10 +83,14 @@ def offer(workflow, enabled: bool) -> None:
     no such flags, so it never does.
     """
     local = getattr(workflow, "is_main_process", False) and getattr(workflow, "local_exec", False)
-    if enabled and local:
-        os.environ[ENV] = address(os.getpid())
-    else:
+    if not (enabled and local):
         os.environ.pop(ENV, None)
+        return
+    os.environ[ENV] = address(os.getpid())
+    if not getattr(workflow, "dryrun", True):
+        # Preload while Snakemake builds its DAG, so that the first jobs need not wait.
+        # (A run with nothing to do loses a background process that exits with Snakemake.)
+        _SERVERS.append(_start_server(_parse(os.environ[ENV])[2], os.getpid()))
 
 
 def _parse(value: str) -> tuple[str, int, str] | None:
@@ -243,12 +248,24 @@ def _preload() -> None:
 def _loop(listener: socket.socket, owner: int) -> None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
+    # A child's exit wakes the loop at once (SIGCHLD through a wake-up socket), so that
+    # its client, and Snakemake's next job, do not wait for the select timeout.
+    wakeup, wakeup_signal = socket.socketpair()
+    for end in (wakeup, wakeup_signal):
+        end.setblocking(False)
+    signal.set_wakeup_fd(wakeup_signal.fileno())
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector.register(wakeup, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}  # child pid -> its client's connection
     while True:
         for key, _ in selector.select(timeout=1.0):
-            if key.fileobj is listener:
+            if key.fileobj is wakeup:
+                with contextlib.suppress(BlockingIOError):
+                    wakeup.recv(4096)
+            elif key.fileobj is listener:
                 conn, _ = listener.accept()
-                pid = _fork_job(conn, listener, list(children.values()))
+                inherited = [listener, wakeup, wakeup_signal, *children.values()]
+                pid = _fork_job(conn, inherited)
                 if pid is None:
                     conn.close()
                 else:
@@ -265,7 +282,7 @@ def _loop(listener: socket.socket, owner: int) -> None:
             return
 
 
-def _fork_job(conn: socket.socket, listener, others) -> int | None:
+def _fork_job(conn: socket.socket, inherited: list[socket.socket]) -> int | None:
     conn.settimeout(10)
     try:
         msg, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
@@ -279,9 +296,10 @@ def _fork_job(conn: socket.socket, listener, others) -> int | None:
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        listener.close()
-        for other in others:
-            other.close()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for sock in inherited:
+            sock.close()
         _run_child(request, fds, conn)
     for fd in fds:
         os.close(fd)
@@ -352,6 +370,7 @@ def _reap(children: dict[int, socket.socket], selector) -> None:
             continue
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code  # killed by a signal: the shell's 128+N
+        _log(f"job pid {pid}: exit status {code}")
         with contextlib.suppress(KeyError, ValueError):
             selector.unregister(conn)
         with contextlib.suppress(OSError):
@@ -370,7 +389,9 @@ def _alive(pid: int) -> bool:
 
 
 def _log(message: str) -> None:
-    print(f"[swift-rules warm-start {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    now = time.time()
+    stamp = f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d}"
+    print(f"[swift-rules warm-start {stamp}] {message}", flush=True)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def swift(*args: str, env, cwd, **kwargs) -> subprocess.CompletedProcess:
 
 def served_jobs(env) -> list[str]:
     log = Path(f"{socket_of(env)}.log")
-    return [line for line in log.read_text().splitlines() if "job pid" in line]
+    return [line for line in log.read_text().splitlines() if ": swift-rules " in line]
 
 
 def test_commands_run_in_warm_children_with_cwd_env_streams_and_status(warm_env, tmp_path):
@@ -170,6 +170,7 @@ def test_offered_only_to_local_jobs_of_the_main_snakemake_process(monkeypatch):
     class Workflow:
         is_main_process = True
         local_exec = True
+        dryrun = True  # a real run would start the server at once
 
     monkeypatch.delenv(warmstart.ENV, raising=False)
     warmstart.offer(Workflow, enabled=True)
