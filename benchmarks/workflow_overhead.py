@@ -6,7 +6,7 @@ Snakemake reference workflow from the same (already generated) files with
 ``--cores N``: per-group stage jobs, merges, histograms.root; then the whole
 workflow including the fit, plots and HEPData tables.
 
-    python benchmarks/workflow_overhead.py [--cores N]
+    python benchmarks/workflow_overhead.py [--cores N] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import time
 import warnings
 
@@ -54,6 +55,7 @@ def clean_outputs() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=os.cpu_count())
+    parser.add_argument("--repeat", type=int, default=3, help="repeats (medians are shown)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     fileset = benchmark_fileset()
@@ -67,20 +69,26 @@ def main() -> None:
 
     # Warm the page cache and the numba cache once, outside every measurement.
     bare_stage({k: v[:1] for k, v in list(fileset.items())[:1]}, 1)
-    t_bare = bare_stage(fileset, args.cores)
-    # Without warm start first (every job imports coffea & co. itself), then as by default.
-    clean_outputs()
     cold = WORK / "cold_jobs.yaml"
     cold.parent.mkdir(parents=True, exist_ok=True)
     cold.write_text("executor:\n  warm_start: false\n")
-    t_cold = snakemake("results-benchmark/histograms.root", "--configfile", str(CONFIG), str(cold),
-                       cores=args.cores)  # fmt: skip
-    clean_outputs()
-    t_hist = snakemake("results-benchmark/histograms.root", cores=args.cores)
+    # Interleaved repeats, medians: other load on the machine hits all three alike.
+    bare, cold_runs, warm_runs = [], [], []
+    for _ in range(args.repeat):
+        bare.append(bare_stage(fileset, args.cores))
+        # Without warm start (every job imports coffea & co. itself), then as by default.
+        clean_outputs()
+        cold_runs.append(snakemake("results-benchmark/histograms.root", "--configfile",
+                                   str(CONFIG), str(cold), cores=args.cores))  # fmt: skip
+        clean_outputs()
+        warm_runs.append(snakemake("results-benchmark/histograms.root", cores=args.cores))
+    t_bare, t_cold, t_hist = (statistics.median(t) for t in (bare, cold_runs, warm_runs))
+    print(f"bare {bare}\nno warm start {cold_runs}\nworkflow {warm_runs}", flush=True)
     t_rest = snakemake(cores=args.cores)
     t_noop = snakemake(cores=args.cores)
     table(
-        f"Reference workflow vs bare stage, {n_events:,} events, {args.cores} cores ({machine()})",
+        f"Reference workflow vs bare stage, {n_events:,} events, {args.cores} cores, "
+        f"median of {args.repeat} ({machine()})",
         ["what", "wall time [s]", "events/s", "ratio to bare stage"],
         [
             ["bare stage (Runner + Dask LocalCluster)", f"{t_bare:.1f}",

@@ -211,30 +211,38 @@ def serve(path: str, owner: int) -> int:
     listener.bind(path)  # clients may connect (and wait) while we import
     listener.listen(128)
     _log(f"server for Snakemake pid {owner} on {path}")
+    failed = False
     try:
-        _preload()
-    except BaseException as err:
-        Path(path + ".failed").write_text(f"{err!r}\n")
-        _log(f"preload failed, jobs run without warm start: {err!r}")
-        return 3
-    try:
-        _loop(listener, owner)
+        try:
+            ready = _preload(owner)
+        except BaseException as err:
+            failed = True
+            Path(path + ".failed").write_text(f"{err!r}\n")
+            _log(f"preload failed, jobs run without warm start: {err!r}")
+            return 3
+        if ready:
+            _loop(listener, owner)
+        else:
+            _log(f"Snakemake pid {owner} has gone while preloading (nothing to run): exiting")
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        for leftover in (path + ".log", path + ".lock"):
+        # The log stays when it explains a failure.
+        for leftover in (path, path + ".lock", *(() if failed else (path + ".log",))):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
     return 0
 
 
-def _preload() -> None:
+def _preload(owner: int) -> bool:
+    """Import what jobs need; False: Snakemake exited meanwhile (a run with nothing to do
+    ends before the preload, and its server should not go on using a core)."""
     import importlib
     import threading
 
     started = time.perf_counter()
     extra = [m for m in os.environ.get(PRELOAD_ENV, "").split(",") if m.strip()]
     for name in (*PRELOAD, *extra):
+        if not _alive(owner):
+            return False
         importlib.import_module(name.strip())
     import numba
 
@@ -243,6 +251,7 @@ def _preload() -> None:
         # fork() copies only the calling thread: a lock held elsewhere would deadlock a child.
         raise RuntimeError(f"preloading started threads: {threading.enumerate()}")
     _log(f"preloaded {len(PRELOAD) + len(extra)} modules in {time.perf_counter() - started:.1f} s")
+    return True
 
 
 def _loop(listener: socket.socket, owner: int) -> None:
