@@ -3,8 +3,9 @@
 Snakemake sees files, not code inside an installed package. So the rule's params
 carry a hash of the source of the variant(s) that will run and of every module
 "of ours" that they import: modules of the same top-level package, of
-``swift_rules``, or anywhere outside the Python installation (a user's modules
-next to the workflow, editable installs). Imports are found by parsing the source:
+``swift_rules``, or anywhere outside the Python installation and outside any
+``site-packages`` folder (a user's modules next to the workflow, editable installs;
+not an LCG view's packages on PYTHONPATH). Imports are found by parsing the source:
 nothing is imported, so planning a workflow stays fast.
 """
 
@@ -27,6 +28,10 @@ _INSTALLED = {
 
 def _is_local(origin: Path) -> bool:
     origin = origin.resolve()
+    # Installed elsewhere counts as installed too: an LCG view on CVMFS, or another
+    # environment's packages, reach sys.path through PYTHONPATH or a .pth file.
+    if any(part in ("site-packages", "dist-packages") for part in origin.parts):
+        return False
     return not any(p == origin or p in origin.parents for p in _INSTALLED)
 
 

@@ -189,3 +189,18 @@ def test_planning_imports_no_stage_and_no_coffea():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_packages_installed_elsewhere_are_not_fingerprinted(tmp_path, monkeypatch):
+    # An LCG view (or another environment) on PYTHONPATH: its packages are installed
+    # code, not the analysis' own, even though they are outside this interpreter.
+    from swift_rules.fingerprint import module_closure
+
+    view = tmp_path / "lcg" / "lib" / "python3.11" / "site-packages"
+    (view / "bigdep").mkdir(parents=True)
+    (view / "bigdep" / "__init__.py").write_text("import json\n")
+    (tmp_path / "mystage.py").write_text("import bigdep\nimport myhelpers\n")
+    (tmp_path / "myhelpers.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(view))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert sorted(module_closure(["mystage"], ["mystage"])) == ["myhelpers", "mystage"]
