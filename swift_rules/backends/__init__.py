@@ -12,6 +12,7 @@ and the planner stay fast and work without those optional packages.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 
 from swift_rules.clusters import ClusterError
@@ -75,3 +76,31 @@ def guard_htcondor_executor_startup() -> None:
         return
     if not hasattr(Executor, "_event_logs"):
         Executor._event_logs = {}
+
+
+def first_worker(cluster, timeout: float, banner: str, giver: str, diagnosis: Callable[[], str]):
+    """A ``distributed.Client`` of an (adaptive, already scaled) batch ``cluster`` once its
+    first worker has joined.
+
+    Past ``timeout`` seconds, a ClusterError says that ``giver`` gave no worker, and why
+    (``diagnosis()``). The cluster is closed on any failure, so that no worker job
+    outlives the stage job.
+    """
+    from distributed import Client
+
+    try:
+        dask_client = Client(cluster)
+        print(f"[swift-rules] {banner}; waiting up to {timeout:g} s for the first",
+              file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            dask_client.wait_for_workers(1, timeout=timeout)
+        except (TimeoutError, OSError) as err:
+            why = diagnosis()
+            dask_client.close()
+            raise ClusterError(
+                f"{giver} gave no Dask worker within {timeout:g} s (executor.worker_timeout): {why}"
+            ) from err
+        return dask_client
+    except BaseException:
+        cluster.close()
+        raise

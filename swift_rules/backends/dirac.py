@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from swift_rules.backends import adaptive_limits, section_settings
+from swift_rules.backends import adaptive_limits, first_worker, section_settings
 from swift_rules.clusters import ClusterError
 
 # executor.dirac: where the worker jobs go and what they ask for.
@@ -186,8 +186,6 @@ def _diagnosis(cluster, dirac) -> str:
 def client(cfg: Mapping, workers: int):
     """A ``distributed.Client`` of an adaptive DIRACCluster with at least one worker."""
     try:
-        from distributed import Client
-
         DIRACCluster = cluster_class()
     except ImportError as err:
         raise ClusterError(
@@ -213,21 +211,14 @@ def client(cfg: Mapping, workers: int):
         cluster.adapt(minimum=minimum, maximum=maximum)
         if minimum == 0:  # (adapt() alone submits nothing until there is work)
             cluster.scale(1)
-        dask_client = Client(cluster)
-        print(
-            f"[swift-rules] DIRAC Dask cluster: {cluster.scheduler_address}, {minimum}-{maximum} "
-            f"worker job(s) as {who}; waiting up to {timeout:g} s for the first",
-            file=sys.stderr, flush=True,
-        )  # fmt: skip
-        try:
-            dask_client.wait_for_workers(1, timeout=timeout)
-        except (TimeoutError, OSError) as err:
-            why = _diagnosis(cluster, dirac)
-            dask_client.close()
-            raise ClusterError(
-                f"DIRAC gave no Dask worker within {timeout:g} s (executor.worker_timeout): {why}"
-            ) from err
-        return dask_client
     except BaseException:
         cluster.close()
         raise
+    return first_worker(
+        cluster,
+        timeout,
+        f"DIRAC Dask cluster: {cluster.scheduler_address}, {minimum}-{maximum} worker job(s) "
+        f"as {who}",
+        "DIRAC",
+        lambda: _diagnosis(cluster, dirac),
+    )

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from swift_rules.backends import adaptive_limits, section_settings
+from swift_rules.backends import adaptive_limits, first_worker, section_settings
 from swift_rules.broker import dask_args, export_token
 from swift_rules.clusters import ClusterError
 
@@ -111,7 +111,6 @@ def client(cfg: Mapping, workers: int):
         )
     try:
         from dask_jobqueue import HTCondorCluster
-        from distributed import Client
     except ImportError as err:
         raise ClusterError(
             f"executor type 'htcondor' needs dask-jobqueue: pip install 'swift-rules[htcondor]' "
@@ -131,27 +130,17 @@ def client(cfg: Mapping, workers: int):
         # so that the wait below is bounded even with minimum_workers: 0.
         if minimum == 0:
             cluster.scale(1)
-        dask_client = Client(cluster)
-        print(
-            f"[swift-rules] HTCondor Dask cluster: {cluster.scheduler_address}, "
-            f"{minimum}-{maximum} worker job(s) of "
-            f"{s['cores']} core(s), {s['memory']}; waiting up to {timeout:g} s for the first",
-            file=sys.stderr,
-            flush=True,
-        )
-        try:
-            dask_client.wait_for_workers(1, timeout=timeout)
-        except (TimeoutError, OSError) as err:
-            why = _pool_diagnosis(cluster)
-            dask_client.close()
-            raise ClusterError(
-                f"the HTCondor pool gave no Dask worker within {timeout:g} s "
-                f"(executor.worker_timeout): {why}"
-            ) from err
-        return dask_client
     except BaseException:
         cluster.close()
         raise
+    return first_worker(
+        cluster,
+        timeout,
+        f"HTCondor Dask cluster: {cluster.scheduler_address}, {minimum}-{maximum} worker "
+        f"job(s) of {s['cores']} core(s), {s['memory']}",
+        "the HTCondor pool",
+        lambda: _pool_diagnosis(cluster),
+    )
 
 
 # The executable of profiles/htcondor's jobs: see the script's comments.

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import re
 import secrets
-import sys
 import threading
 from collections.abc import Mapping
 
-from swift_rules.backends import adaptive_limits, section_settings
+from swift_rules.backends import adaptive_limits, first_worker, section_settings
 from swift_rules.broker import dask_args
 from swift_rules.clusters import ClusterError
 
@@ -219,7 +218,6 @@ def client(cfg: Mapping, workers: int):
     """A ``distributed.Client`` of an adaptive KubeCluster with at least one worker."""
     try:
         from dask_kubernetes.operator import KubeCluster
-        from distributed import Client
     except ImportError as err:
         raise ClusterError(
             "executor type 'kubernetes' needs dask-kubernetes: "
@@ -251,23 +249,14 @@ def client(cfg: Mapping, workers: int):
         ) from err
     try:
         cluster.adapt(minimum=max(minimum, 1), maximum=maximum)
-        dask_client = Client(cluster)
-        print(
-            f"[swift-rules] Kubernetes Dask cluster {spec['metadata']['name']}: "
-            f"{minimum}-{maximum} worker pod(s); waiting up to {timeout:g} s for the first",
-            file=sys.stderr,
-            flush=True,
-        )
-        try:
-            dask_client.wait_for_workers(1, timeout=timeout)
-        except (TimeoutError, OSError) as err:
-            dask_client.close()
-            raise ClusterError(
-                f"the Kubernetes cluster gave no Dask worker within {timeout:g} s "
-                "(executor.worker_timeout): see `kubectl get pods -l "
-                f"dask.org/cluster-name={spec['metadata']['name']}`"
-            ) from err
-        return dask_client
     except BaseException:
         cluster.close()
         raise
+    name = spec["metadata"]["name"]
+    return first_worker(
+        cluster,
+        timeout,
+        f"Kubernetes Dask cluster {name}: {minimum}-{maximum} worker pod(s)",
+        "the Kubernetes cluster",
+        lambda: f"see `kubectl get pods -l dask.org/cluster-name={name}`",
+    )
