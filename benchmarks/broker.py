@@ -7,7 +7,14 @@ include Dask's framing and serialisation on both paths. Then one process registe
 many endpoints (and opens a relayed comm to each) to measure the broker's memory and
 file descriptors.
 
+On one machine, a relayed transfer competes for the same cores as its sender and
+receiver. ``--link-gbit`` (root, ``ip`` and ``tc``) also measures what happens between
+hosts: each party gets a network namespace of its own on an emulated switch, with a link
+limited to that many Gbit/s in each direction, and transfers run direct and relayed, one
+pair alone and two pairs at once through the same broker.
+
     python benchmarks/broker.py [--repeat 5] [--size-mb 256] [--endpoints 1000]
+                                [--link-gbit 1 2.5]
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -72,6 +80,12 @@ async def endpoints(broker: str, count: int):
     sys.stdin.readline()
 
 
+async def sender(address: str, size_mb: int, broker_pid: int):
+    """Large transfers to ``address``; print GB/s (and the broker's CPU per GB) as JSON."""
+    out = await measure(address, size_mb, broker_pid or None, transfers_only=True)
+    print(json.dumps(out), flush=True)
+
+
 # -- measurements ----------------------------------------------------------------------------
 def proc_stats(pid: int) -> tuple[float, float, int]:
     """(CPU seconds, RSS MiB, open file descriptors) of a process."""
@@ -85,12 +99,17 @@ def proc_stats(pid: int) -> tuple[float, float, int]:
     return cpu, rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-async def measure(address: str, size_mb: int, broker_pid: int | None) -> dict:
+async def measure(address: str, size_mb: int, broker_pid: int | None,
+                  transfers_only: bool = False) -> dict:  # fmt: skip
     from distributed.comm import connect
-    from distributed.protocol import to_serialize
 
     payload = np.random.default_rng(0).integers(0, 255, size_mb << 20, dtype=np.uint8)
     out = {}
+    if transfers_only:
+        comm = await connect(address)
+        await _transfers(comm, payload, broker_pid, out)
+        await comm.close()
+        return out
     # New connections: Dask's connect() with its handshake, and close.
     times = []
     for _ in range(200):
@@ -108,7 +127,15 @@ async def measure(address: str, size_mb: int, broker_pid: int | None) -> dict:
         await comm.read()
         times.append(time.perf_counter() - t0)
     out["rtt_ms"] = 1e3 * statistics.median(times)
-    # Large transfers: payload there, tiny answer back.
+    await _transfers(comm, payload, broker_pid, out)
+    await comm.close()
+    return out
+
+
+async def _transfers(comm, payload: np.ndarray, broker_pid: int | None, out: dict) -> None:
+    """Large transfers: payload there, tiny answer back."""
+    from distributed.protocol import to_serialize
+
     cpu0 = proc_stats(broker_pid)[0] if broker_pid else 0.0
     rates, moved = [], 0
     for _ in range(4):
@@ -120,8 +147,6 @@ async def measure(address: str, size_mb: int, broker_pid: int | None) -> dict:
     out["gb_s"] = statistics.median(rates)
     if broker_pid:
         out["cpu_s_per_gb"] = (proc_stats(broker_pid)[0] - cpu0) / (moved / 1e9)
-    await comm.close()
-    return out
 
 
 def _raw_request(port: int, op: dict) -> socket.socket:
@@ -181,6 +206,117 @@ def raw_pair(via: str | None) -> tuple[socket.socket, socket.socket]:
     return out["a"], b
 
 
+class Hosts:
+    """Hosts on a switch, emulated: a network namespace per host, each linked to one
+    bridge by a veth pair limited to ``gbit`` Gbit/s in each direction (tc tbf), like a
+    NIC. Between two hosts a transfer is limited by the links, not by this machine's
+    loopback, and a relayed one crosses the broker host's link twice (in and out)."""
+
+    def __init__(self, names: list[str], gbit: float):
+        self.names, self.gbit, self.bridge = names, gbit, "sbkbr0"
+        self.ip = {name: f"10.77.0.{i + 2}" for i, name in enumerate(names)}
+
+    @staticmethod
+    def sh(*cmd: str) -> None:
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def limit(self, dev: str, ns: str | None = None) -> None:
+        rate = f"{self.gbit * 1000:.0f}mbit"
+        # burst: at least one 64 KiB GSO segment, and 2 ms at the link's rate.
+        burst = max(64 << 10, int(self.gbit * 1e9 / 8 * 0.002))
+        prefix = ("ip", "netns", "exec", ns) if ns else ()
+        self.sh(*prefix, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+                "burst", str(burst), "latency", "20ms")  # fmt: skip
+
+    def __enter__(self):
+        self.__exit__()
+        self.sh("ip", "link", "add", self.bridge, "type", "bridge")
+        self.sh("ip", "link", "set", self.bridge, "up")
+        for i, name in enumerate(self.names):
+            ns, out, inside = f"sbkh-{name}", f"sbkh{i}a", f"sbkh{i}b"
+            self.sh("ip", "netns", "add", ns)
+            self.sh("ip", "link", "add", out, "type", "veth", "peer", "name", inside)
+            self.sh("ip", "link", "set", inside, "netns", ns)
+            self.sh("ip", "link", "set", out, "master", self.bridge, "up")
+            self.sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{self.ip[name]}/24",
+                    "dev", inside)  # fmt: skip
+            self.sh("ip", "netns", "exec", ns, "ip", "link", "set", inside, "up")
+            self.sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            self.limit(out)  # towards the host
+            self.limit(inside, ns)  # from the host
+        return self
+
+    def __exit__(self, *exc):
+        for i, name in enumerate(self.names):
+            subprocess.run(["ip", "netns", "del", f"sbkh-{name}"], capture_output=True)
+            subprocess.run(["ip", "link", "del", f"sbkh{i}a"], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+
+    def on(self, name: str, cmd: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", f"sbkh-{name}", *cmd]
+
+
+PAIRS = [("send1", "recv1"), ("send2", "recv2")]
+
+
+def between_hosts(gbit: float, repeat: int, size_mb: int, env: dict) -> list[list[str]]:
+    """Table rows: direct and relayed transfers over emulated ``gbit`` links."""
+    rates = {(scheme, n): [] for scheme in ("tcp", "broker") for n in (1, 2)}
+    cpu = []
+    with Hosts(["broker", *(host for pair in PAIRS for host in pair)], gbit) as hosts:
+        broker = subprocess.Popen(
+            hosts.on("broker", [sys.executable, "-m", "swift_rules.cli", "broker", "serve",
+                                "--host", hosts.ip["broker"], "--port", "0",
+                                "--log-level", "WARNING"]),
+            stderr=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+        via = broker.stderr.readline().strip().rsplit(" ", 1)[1]
+        try:
+            for _ in range(repeat):  # interleaved
+                for scheme, n in rates:
+                    outs = pair_transfers(hosts, scheme, n, via, broker.pid, size_mb, env)
+                    rates[scheme, n].append(statistics.mean(o["gb_s"] for o in outs))
+                    cpu += [o["cpu_s_per_gb"] for o in outs if "cpu_s_per_gb" in o]
+        finally:
+            stop(broker)
+
+    def cells(n):
+        tcp, relayed = (statistics.median(rates[scheme, n]) for scheme in ("tcp", "broker"))
+        link = gbit / 8
+        return [
+            f"{tcp:.3f} ({tcp / link:.0%} of link)",
+            f"{relayed:.3f} ({relayed / link:.0%} of link)",
+            f"{relayed / tcp:.0%}",
+        ]
+
+    return [
+        [f"{gbit:g} Gbit/s", "one pair", *cells(1), f"{statistics.median(cpu):.2f}"],
+        [f"{gbit:g} Gbit/s", "two pairs at once, each", *cells(2), ""],
+    ]
+
+
+def pair_transfers(hosts, scheme, n, via, broker_pid, size_mb, env) -> list[dict]:
+    """``n`` senders at once, each to a receiver on another host (through the broker for
+    ``scheme`` "broker"); each sender's results. The broker's CPU is read for one pair."""
+    me = [sys.executable, __file__, "--child"]
+    receivers, senders = [], []
+    try:
+        for send, recv in PAIRS[:n]:
+            at = f"tcp://{hosts.ip[recv]}:0" if scheme == "tcp" else f"broker://{via}"
+            receiver_, address = start(hosts.on(recv, [*me, "receiver", at]), env)
+            receivers.append(receiver_)
+            pid = broker_pid if scheme == "broker" and n == 1 else 0
+            senders.append((send, address, pid))
+        running = [
+            subprocess.Popen(hosts.on(send, [*me, "sender", address, str(size_mb), str(pid)]),
+                             stdout=subprocess.PIPE, env=env, text=True)
+            for send, address, pid in senders
+        ]  # fmt: skip
+        return [json.loads(p.communicate()[0]) for p in running]
+    finally:
+        stop(*receivers)
+
+
 def start(cmd: list[str], env: dict, stdin=None) -> tuple[subprocess.Popen, str]:
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=stdin, env=env, text=True)
     return p, p.stdout.readline().strip()
@@ -202,12 +338,25 @@ def main():
         action="store_true",
         help="sender and receiver on CPU 0, the brokers on CPU 1 (a core of their own)",
     )
+    ap.add_argument(
+        "--link-gbit",
+        type=float,
+        nargs="*",
+        default=[1.0, 2.5],
+        help="also measure between emulated hosts with links of these Gbit/s (root, ip, tc; "
+        "none: skip)",
+    )
+    ap.add_argument("--links-only", action="store_true", help="only the emulated hosts")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         role, *rest = args.child
-        coro = receiver(rest[0]) if role == "receiver" else endpoints(rest[0], int(rest[1]))
-        asyncio.run(coro)
+        if role == "receiver":
+            asyncio.run(receiver(rest[0]))
+        elif role == "sender":
+            asyncio.run(sender(rest[0], int(rest[1]), int(rest[2])))
+        else:
+            asyncio.run(endpoints(rest[0], int(rest[1])))
         return
 
     load = Path("/proc/loadavg").read_text().split()[0]
@@ -215,6 +364,30 @@ def main():
     (tmp / "token").write_text(TOKEN)
     env = {**os.environ, "DASK_BROKER_TOKEN_FILE": str(tmp / "token")}
     os.environ.update(env)
+    if not args.links_only:
+        on_one_machine(args, env, load)
+    missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
+    if not args.link_gbit:
+        return
+    if missing or os.geteuid() != 0:
+        print(f"(between emulated hosts: skipped, it needs root and ip, tc; missing: "
+              f"{missing or 'root'})")  # fmt: skip
+        return
+    size = min(args.size_mb, 64)  # 0.5 s per message at 1 Gbit/s
+    rows = []
+    for gbit in args.link_gbit:
+        rows += between_hosts(gbit, args.repeat, size, env)
+    table(
+        f"Between emulated hosts: Dask transfers of {size} MiB, direct (tcp://) and through "
+        f"the broker on a host of its own, every host's link limited to the same rate; "
+        f"GB/s, medians of {args.repeat}; load average before: {load}",
+        ["links", "transfers", "tcp://", "broker://", "broker vs tcp", "broker CPU s/GB"],
+        rows,
+    )
+
+
+def on_one_machine(args, env: dict, load: str) -> None:
+    """Broker, sender and receiver as processes of this machine; the endpoint footprint."""
     me = [sys.executable, __file__, "--child"]
 
     def serve(*extra):
