@@ -84,6 +84,10 @@ def main() -> None:
         warm_runs.append(snakemake("results-benchmark/histograms.root", cores=args.cores))
     t_bare, t_cold, t_hist = (statistics.median(t) for t in (bare, cold_runs, warm_runs))
     print(f"bare {bare}\nno warm start {cold_runs}\nworkflow {warm_runs}", flush=True)
+    # Each repeat's workflow against the bare stage run just before it: the spread of
+    # these says how much to trust the ratio of medians.
+    pairs = ", ".join(f"{w / b:.2f}" for w, b in zip(warm_runs, bare, strict=True))
+    print(f"workflow / bare stage, per repeat: {pairs}", flush=True)
     t_rest = snakemake(cores=args.cores)
     t_noop = snakemake(cores=args.cores)
     table(
