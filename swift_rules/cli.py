@@ -197,7 +197,7 @@ def cmd_fit(args) -> int:
 def cmd_plot(args) -> int:
     from swift_rules.agc.plots import make_plots
 
-    for path in make_plots(args.histograms, args.fit, args.out):
+    for path in make_plots(args.histograms, args.fit, args.out, workers=args.workers):
         print(path)
     return 0
 
@@ -334,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("histograms")
     sp.add_argument("--fit", required=True, help="fit output directory")
     sp.add_argument("--out", required=True)
+    sp.add_argument("--workers", type=int, default=1, help="processes drawing figures (default: 1)")
 
     sp = add("hepdata", cmd_hepdata, "AGC: the final histograms as HEPData tables.")
     sp.add_argument("histograms")

@@ -441,6 +441,11 @@ def test_plots(closure, tmp_path):
         if p.suffix == ".pdf":
             assert b"CreationDate" not in data
     assert not list((tmp_path / "plots").glob(".tmp-*"))
+    # Drawn by two forked processes (the rule's --workers), the files are the same.
+    parallel = make_plots(fit_dir / "histograms.root", fit_dir, tmp_path / "plots2", workers=2)
+    assert [p.name for p in parallel] == [p.name for p in paths]
+    for mine, theirs in zip(paths, parallel, strict=True):
+        assert mine.read_bytes() == theirs.read_bytes(), mine.name
 
 
 def test_hepdata(histograms_root, tmp_path):

