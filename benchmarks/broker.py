@@ -82,7 +82,12 @@ async def endpoints(broker: str, count: int):
 
 async def sender(address: str, size_mb: int, broker_pid: int):
     """Large transfers to ``address``; print GB/s (and the broker's CPU per GB) as JSON."""
-    out = await measure(address, size_mb, broker_pid or None, transfers_only=True)
+    from distributed.comm import connect
+
+    out = {}
+    comm = await connect(address)
+    await _transfers(comm, _payload(size_mb), broker_pid or None, out)
+    await comm.close()
     print(json.dumps(out), flush=True)
 
 
@@ -99,17 +104,14 @@ def proc_stats(pid: int) -> tuple[float, float, int]:
     return cpu, rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-async def measure(address: str, size_mb: int, broker_pid: int | None,
-                  transfers_only: bool = False) -> dict:  # fmt: skip
+def _payload(size_mb: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, size_mb << 20, dtype=np.uint8)
+
+
+async def measure(address: str, size_mb: int, broker_pid: int | None) -> dict:
     from distributed.comm import connect
 
-    payload = np.random.default_rng(0).integers(0, 255, size_mb << 20, dtype=np.uint8)
     out = {}
-    if transfers_only:
-        comm = await connect(address)
-        await _transfers(comm, payload, broker_pid, out)
-        await comm.close()
-        return out
     # New connections: Dask's connect() with its handshake, and close.
     times = []
     for _ in range(200):
@@ -127,7 +129,7 @@ async def measure(address: str, size_mb: int, broker_pid: int | None,
         await comm.read()
         times.append(time.perf_counter() - t0)
     out["rtt_ms"] = 1e3 * statistics.median(times)
-    await _transfers(comm, payload, broker_pid, out)
+    await _transfers(comm, _payload(size_mb), broker_pid, out)
     await comm.close()
     return out
 
