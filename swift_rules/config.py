@@ -49,18 +49,31 @@ def _where(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
+def validate(instance: Mapping, schema_doc: Mapping, source: str, prefix: str = "") -> dict:
+    """A validated copy of ``instance`` with the schema's defaults filled in; errors name
+    each key (under ``prefix``) and value."""
+    instance = copy.deepcopy(dict(instance))
+    # jsonschema 3 (REANA 0.9's Snakemake 7 stack, reana-client) has no 2020-12
+    # validator; the schemas use nothing that draft 7 lacks.
+    base = getattr(jsonschema, "Draft202012Validator", None) or jsonschema.Draft7Validator
+    validator = _with_defaults(base)(schema_doc)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {prefix}{_where(e)}: {e.message}" for e in errors]
+        raise ConfigError(f"invalid config in {source}:\n" + "\n".join(lines))
+    return instance
+
+
 def validate_config(config: Mapping, source: str = "config") -> dict:
     """Return a validated copy of ``config`` with defaults filled in."""
-    config = copy.deepcopy(dict(config))
-    # jsonschema 3 (REANA 0.9's Snakemake 7 stack, reana-client) has no 2020-12
-    # validator; the schema uses nothing that draft 7 lacks.
-    base = getattr(jsonschema, "Draft202012Validator", None) or jsonschema.Draft7Validator
-    validator = _with_defaults(base)(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"  {_where(e)}: {e.message}" for e in errors]
-        raise ConfigError(f"invalid config in {source}:\n" + "\n".join(lines))
-    return config
+    return validate(config, schema(), source)
+
+
+def validate_section(config: Mapping, key: str, schema_path: str | Path) -> dict:
+    """Config section ``key`` (an analysis' own settings) checked against its schema."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    schema_doc = yaml.load(Path(schema_path).read_text(), Loader=loader)
+    return validate(config.get(key) or {}, schema_doc, config.get("_source", "config"), key + ".")
 
 
 def load_config(path: str | Path) -> dict:

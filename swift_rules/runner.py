@@ -1,13 +1,22 @@
-"""Run a registered stage over the files of one sample with coffea and Dask."""
+"""Run a registered stage over the files of one dataset with coffea and Dask.
+
+Inputs are ROOT files (NanoAOD or any flat tree) or the Parquet skims of another
+stage. A skim stage's selected events (its output's ``skim``) are written as one
+Parquet file per job, with their record in the file's metadata, so that a chained
+stage reads them exactly as it reads NanoAOD, and knows how many source events
+stand behind them without unpickling anything.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -15,7 +24,9 @@ from swift_rules import device, fingerprint
 from swift_rules.clusters import dask_client
 from swift_rules.errors import SwiftError
 from swift_rules.registry import REGISTRY, StageRegistry
+from swift_rules.remote import is_remote
 from swift_rules.results import save_result
+from swift_rules.skims import SKIM_KEY, SkimCollector, read_record, write_skim
 
 log = logging.getLogger("swift_rules.runner")
 
@@ -39,59 +50,123 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+@dataclass
+class Inputs:
+    """What the up-front check found: entries per readable file, files skipped, and
+    the source events (and generator weights) behind the files."""
+
+    entries: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    source_events: int = 0
+    sum_weights: float | None = None
+
+    @property
+    def format(self) -> str:
+        return "parquet" if any(p.endswith(".parquet") for p in self.entries) else "root"
+
+
 def _check_complete(path: str, fh) -> None:
     """A truncated file can still open (its header and tree metadata come first):
     compare the size the header promises with the size on disk."""
-    if "://" in path:
+    if is_remote(path):
         return
     expected, actual = fh.file.fEND, os.path.getsize(path)
     if actual < expected:
         raise OSError(f"file is truncated: {actual} of {expected} bytes")
 
 
+def _sum_weights_root(fh, path: str, tree) -> float:
+    """The sum of generator weights of a NanoAOD file: ``Runs/genEventSumw`` (which counts
+    the events before any skim), else the sum of ``Events/genWeight``."""
+    if "Runs" in fh and "genEventSumw" in fh["Runs"].keys():
+        return float(fh["Runs"]["genEventSumw"].array(library="np").sum())
+    if "genWeight" in tree.keys():
+        return float(tree["genWeight"].array(library="np").sum(dtype="float64"))
+    raise InputError(
+        f"{path}: outputs.normalise_by is sum_weights, but the file has neither "
+        "Runs/genEventSumw nor Events/genWeight"
+    )
+
+
+def _open_root(path: str, tree_name: str, required, sum_weights: bool):
+    import uproot
+
+    with uproot.open(path, timeout=60) as fh:
+        if tree_name not in fh:
+            raise InputError(f"{path}: has no TTree named {tree_name!r}")
+        tree = fh[tree_name]
+        n = tree.num_entries
+        keys = set(tree.keys())
+        _check_complete(path, fh)
+        missing = [b for b in required if b not in keys]
+        if missing:
+            raise InputError(f"{path}: missing branch(es) {', '.join(missing)}")
+        weights = _sum_weights_root(fh, path, tree) if sum_weights else None
+    return n, n, weights
+
+
+def _open_parquet(path: str, required, sum_weights: bool):
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    columns = {meta.schema.column(i).path.split(".")[0] for i in range(meta.num_columns)}
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    record = read_record(path)
+    source = sum((record.get("source_events") or {"": meta.num_rows}).values())
+    weights = None
+    if sum_weights:
+        if "sum_weights" not in record:
+            raise InputError(
+                f"{path}: outputs.normalise_by is sum_weights, but the skim's record has no "
+                "sum of generator weights: rerun its stage with this setting"
+            )
+        weights = sum(record["sum_weights"].values())
+    return meta.num_rows, source, weights
+
+
 def check_inputs(
-    files: Sequence[str], required: Sequence[str], skip_bad_files: bool
-) -> tuple[dict[str, int], list[str]]:
-    """Open every file up front: entries per readable file, and files skipped.
+    files: Sequence[str],
+    required: Sequence[str],
+    skip_bad_files: bool,
+    tree: str = TREE,
+    sum_weights: bool = False,
+) -> Inputs:
+    """Open every file up front: entries per readable file, files skipped, source events.
 
     Unreadable or truncated files are an error naming the file, or skipped when
     ``skip_bad_files``; a missing branch is always an error (it is a setting or
     a dataset problem, not a damaged file).
     """
-    import uproot
-
-    entries: dict[str, int] = {}
-    skipped: list[str] = []
+    found = Inputs(sum_weights=0.0 if sum_weights else None)
     for path in files:
         try:
-            with uproot.open(path, timeout=60) as fh:
-                if TREE not in fh:
-                    raise InputError(f"{path}: has no TTree named {TREE!r}")
-                tree = fh[TREE]
-                n = tree.num_entries
-                keys = set(tree.keys())
-                _check_complete(path, fh)
+            if path.endswith(".parquet"):
+                n, source, weights = _open_parquet(path, required, sum_weights)
+            else:
+                n, source, weights = _open_root(path, tree, required, sum_weights)
         except InputError:
             raise
-        except Exception as err:  # uproot raises many kinds for damaged files
+        except Exception as err:  # uproot and pyarrow raise many kinds for damaged files
             if skip_bad_files:
                 log.warning("skipping unreadable file %s: %s", path, err)
-                skipped.append(path)
+                found.skipped.append(path)
                 continue
             why = (
                 "is the server up, does the file exist, is data.remote right?"
-                if "://" in path
+                if is_remote(path)
                 else "it may be corrupt or truncated."
             )
             raise InputError(
                 f"{path}: cannot be read ({type(err).__name__}: {err}); {why} "
                 "Set skip_bad_files: true to leave it out"
             ) from err
-        missing = [b for b in required if b not in keys]
-        if missing:
-            raise InputError(f"{path}: missing branch(es) {', '.join(missing)}")
-        entries[path] = n
-    return entries, skipped
+        found.entries[path] = n
+        found.source_events += source
+        if weights is not None:
+            found.sum_weights += weights
+    return found
 
 
 def run_stage(
@@ -107,10 +182,15 @@ def run_stage(
     registry: StageRegistry = REGISTRY,
     progress: bool | None = None,
     skip_bad_files: bool | None = None,
+    tree: str = TREE,
+    sum_weights: bool = False,
+    skim_out: str | Path | None = None,
 ) -> tuple[object, dict]:
-    """Process ``files`` of ``sample`` with the chosen variant of ``stage_name``.
+    """Process ``files`` of dataset ``sample`` with the chosen variant of ``stage_name``.
 
-    Writes ``out`` atomically with the output and its record, and returns both.
+    Writes ``out`` atomically with the output and its record (and, for a skim stage,
+    the skim to ``skim_out``, by default ``out`` with the suffix ``.parquet``), and
+    returns both.
     """
     stage_config = dict(stage_config or {})
     executor = dict(executor or {})
@@ -121,19 +201,21 @@ def run_stage(
     required = getattr(processor_instance, "required_branches", lambda: [])()
     if skip_bad_files is None:
         skip_bad_files = bool(executor.get("skip_bad_files"))
-    entries, skipped = check_inputs(files, required, skip_bad_files)
+    inputs = check_inputs(files, required, skip_bad_files, tree=tree, sum_weights=sum_weights)
+    skim = bool(stage_config.get("skim"))
 
     started = time.perf_counter()
     try:
         output = _run_coffea(
-            processor_instance, sample, entries, stage_config, executor, workers,
-            sample_metadata or {}, sys.stderr.isatty() if progress is None else progress,
+            processor_instance, sample, inputs, stage_config, executor, workers,
+            dict(sample_metadata or {}), sys.stderr.isatty() if progress is None else progress,
+            tree, skim,
         )  # fmt: skip
     except Exception as err:
-        _raise_read_error(err, entries)
+        _raise_read_error(err, inputs.entries)
         raise
     wall = time.perf_counter() - started
-    n_events = sum(entries.values())
+    n_events = sum(inputs.entries.values())
     meta = {
         "stage": stage_name,
         "variant": choice.device,
@@ -144,20 +226,30 @@ def run_stage(
         "executor": executor,
         "workers": workers,
         "sample": sample,
-        "files": sorted(entries),
-        "entries": entries,
-        "skipped_files": skipped,
+        "dataset_metadata": {"dataset": sample, **dict(sample_metadata or {})},
+        "files": sorted(inputs.entries),
+        "entries": inputs.entries,
+        "skipped_files": inputs.skipped,
         "events": {sample: n_events},
+        "source_events": {sample: inputs.source_events},
         "software": software_versions(),
         "host": platform.node(),
         "wall_time_s": round(wall, 3),
         "events_per_s": round(n_events / wall, 1) if wall > 0 else None,
     }
+    if inputs.sum_weights is not None:
+        meta["sum_weights"] = {sample: inputs.sum_weights}
+    meta = json.loads(json.dumps(meta, sort_keys=True, default=str))  # as read back
+    if skim:
+        skim_out = Path(skim_out) if skim_out else Path(out).with_suffix(".parquet")
+        meta["skim"] = write_skim(skim_out, output.pop(SKIM_KEY, None), meta)
     save_result(out, output, meta)
     rate = f"{n_events / wall:,.0f} events/s" if wall > 0 else ""
+    skipped = inputs.skipped
     print(
         f"[swift-rules] {stage_name} ({choice.device}) on {sample}: {n_events:,} events from "
-        f"{len(entries)} file(s) in {wall:.2f} s, {rate}"
+        f"{len(inputs.entries)} file(s) in {wall:.2f} s, {rate}"
+        + (f"; {meta['skim']['rows']:,} selected events to {skim_out}" if skim else "")
         + (f"; skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}" if skipped else ""),
         file=sys.stderr,
     )
@@ -170,7 +262,7 @@ def _raise_read_error(err: BaseException, files) -> None:
     cause: BaseException | None = err
     while cause is not None and not isinstance(cause, OSError):
         cause = cause.__cause__ or cause.__context__
-    remote = [f for f in files if "://" in f]
+    remote = [f for f in files if is_remote(f)]
     if cause is None or not remote:
         return
     named = [f for f in remote if f in str(err)] or remote
@@ -226,17 +318,29 @@ class ProgressLog:
         return self.proc.postprocess(accumulator)
 
 
-def _run_coffea(proc, sample, files: dict[str, int], stage_config, executor, workers,
-                sample_meta, progress):  # fmt: skip
+def _schema(stage_config: Mapping, file_format: str):
+    from coffea.nanoevents import BaseSchema, NanoAODSchema
+
+    name = stage_config.get("schema", "auto")
+    if name == "auto":
+        name = "base" if file_format == "parquet" else "nanoaod"
+    return {"nanoaod": NanoAODSchema, "base": BaseSchema}[name]
+
+
+def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
+                sample_meta, progress, tree=TREE, skim=False):  # fmt: skip
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
 
+    files = {f: n for f, n in inputs.entries.items() if n > 0}
     if not files:
         return {}
     chunksize = int(stage_config.get("chunksize", 100_000))
-    fileset = {sample: {"files": {f: TREE for f in files}, "metadata": dict(sample_meta)}}
+    fileset = {sample: {"files": dict.fromkeys(files, tree), "metadata": sample_meta}}
     # Skimmed NanoAOD files often lack cross-reference branches; that is normal.
     NanoAODSchema.warn_missing_crossrefs = False
+    if skim:
+        proc = SkimCollector(proc, list(files))
     with dask_client(executor, workers) as client:
         if client is None:
             # No retries (as with Dask): a retry after a failed remote read meets a
@@ -247,8 +351,12 @@ def _run_coffea(proc, sample, files: dict[str, int], stage_config, executor, wor
         else:
             ex = processor.DaskExecutor(client=client, status=progress, retries=0)
             print(f"[swift-rules] Dask scheduler: {client.scheduler.address}", file=sys.stderr)
-        runner = processor.Runner(ex, chunksize=chunksize, schema=NanoAODSchema)
-        return runner(fileset, proc, treename=TREE)
+        file_format = inputs.format
+        runner = processor.Runner(
+            ex, chunksize=chunksize, schema=_schema(stage_config, file_format), format=file_format
+        )
+        output = runner(fileset, proc, treename=tree)
+    return SkimCollector.finish(output) if skim else output
 
 
 def default_workers() -> int:

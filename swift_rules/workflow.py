@@ -1,7 +1,8 @@
-"""What the Snakemake rules ask of a workflow config: samples, file groups, targets.
+"""What the Snakemake rules ask of a workflow config: datasets, file groups, jobs, targets.
 
 Imported when Snakemake parses the rule files, so it must stay light: no coffea,
-no uproot, no stage code (fingerprints are taken from source text).
+no uproot, no stage code (fingerprints are taken from source text), and Python 3.8
+(REANA's engine).
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import sys
 from pathlib import Path
 
 from swift_rules import device, fingerprint, remote
-from swift_rules.config import validate_config
+from swift_rules.config import ConfigError, validate_config
+from swift_rules.datasets import Dataset, InputFile, dataset_key, read_fileset
 from swift_rules.registry import REGISTRY, RegistryError, load_registrations
 from swift_rules.remote import is_remote
 
-AGC_FILESET = Path(__file__).parent / "agc" / "data" / "nanoaod_inputs.json"
 RULES_DIR = Path(__file__).parent / "rules"
 # Stage settings that size a job but cannot change its output.
 RESOURCE_KEYS = ("threads", "mem_mb", "gpu", "runtime")
+# Stage settings that shape the workflow, not a job's output.
+PLAN_KEYS = ("input", "files_per_group", "export")
+SKIM_SUFFIX = ".parquet"
 
 
 def rules_path(name: str) -> str:
@@ -38,27 +42,6 @@ def stage_dir(stage: str) -> str:
     return stage.replace("::", "/")
 
 
-def read_fileset(path: str | Path) -> dict:
-    """An AGC-layout fileset: {process: {variation: {files: [{path, nevts}], ...}}}."""
-    path = AGC_FILESET if str(path) == "agc" else Path(path)
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read fileset {path}: {err}") from err
-    samples = {}
-    for process, variations in doc.items():
-        for variation, entry in variations.items():
-            try:
-                files = [(f["path"], int(f["nevts"])) for f in entry["files"]]
-            except (KeyError, TypeError) as err:
-                raise ValueError(
-                    f"fileset {path}: {process}/{variation} is not of the form "
-                    f"{{files: [{{path, nevts}}]}} ({err!r} missing)"
-                ) from None
-            samples[f"{process}__{variation}"] = files
-    return samples
-
-
 class Plan:
     """The jobs of a workflow, derived from its (validated) config."""
 
@@ -73,34 +56,77 @@ class Plan:
         self.stage_in_dir = (data["remote"]["stage_in"] or "").rstrip("/") or None
         # Local copy -> remote URL, for the stage-in rule (config data.remote.stage_in).
         self.staged_urls: dict[str, str] = {}
-        self.files = self._samples(data)
+        # Generated file -> (dataset key, file index, events), for the generation rule.
+        self.generated: dict[str, tuple[str, int, int]] = {}
+        self.datasets: dict[str, Dataset] = self._datasets(data)
         self.files_per_group = data["files_per_group"]
+        self._check_stages()
 
     # -- inputs ---------------------------------------------------------------
 
-    def _samples(self, data) -> dict[str, list[tuple[str, int]]]:
+    def _datasets(self, data) -> dict[str, Dataset]:
+        """The datasets to process, keyed by :func:`dataset_key`, in key order."""
         if data["source"] == "generated":
-            files = self.generated_files()
-            samples: dict[str, list[tuple[str, int]]] = {}
-            for path, (sample, _index, n) in files.items():
-                samples.setdefault(sample, []).append((path, n))
+            datasets = self._generated_datasets(data["generated"])
         else:
             if not data["fileset"]:
-                raise ValueError("config data.source is 'fileset' but data.fileset is not set")
-            samples = read_fileset(data["fileset"])
+                raise ConfigError("config data.source is 'fileset' but data.fileset is not set")
+            path = self.registry.fileset(data["fileset"]) or Path(data["fileset"])
+            datasets = read_fileset(path)
         if data["samples"]:
-            unknown = sorted(set(data["samples"]) - set(samples))
+            unknown = sorted(set(data["samples"]) - set(datasets))
             if unknown:
-                raise ValueError(
-                    f"config data.samples names unknown sample(s) {unknown}; "
-                    f"known: {sorted(samples)}"
+                raise ConfigError(
+                    f"config data.samples names unknown dataset(s) {unknown}; "
+                    f"known: {sorted(datasets)}"
                 )
-            samples = {s: samples[s] for s in data["samples"]}
+            datasets = {s: datasets[s] for s in data["samples"]}
         limit = data["max_files_per_sample"]
-        return {
-            s: [(self._job_path(p, data["remote"]), n) for p, n in (f[:limit] if limit else f)]
-            for s, f in sorted(samples.items())
-        }
+        out = {}
+        for ds in sorted(datasets.values(), key=lambda d: d.key):
+            files = [
+                InputFile(self._job_path(f.path, data["remote"]), f.tree, f.entries)
+                for f in (ds.files[:limit] if limit else ds.files)
+            ]
+            trees = sorted({f.tree for f in files})
+            if len(trees) > 1:
+                raise ConfigError(f"dataset {ds.name!r} mixes tree names {trees}: use one")
+            out[ds.key] = Dataset(ds.name, files, dict(ds.metadata))
+        return out
+
+    @functools.cached_property
+    def generator(self):
+        """The registered generator of config data.generated (loaded: its module is light)."""
+        name = self.config["data"]["generated"]["generator"]
+        if not name:
+            known = ", ".join(self.registry.generator_names()) or "none"
+            raise ConfigError(
+                "config data.source is 'generated' but data.generated.generator is not set; "
+                f"registered generators: {known}"
+            )
+        entry = self.registry.generator(name)
+        return entry, entry.load()()
+
+    def _generated_datasets(self, gen) -> dict[str, Dataset]:
+        entry, generator = self.generator
+        presets = getattr(generator, "presets", {})
+        if gen["preset"] not in presets:
+            raise ConfigError(
+                f"config data.generated.preset: {gen['preset']!r} is not a preset of generator "
+                f"{gen['generator']!r}; its presets: {', '.join(presets)}"
+            )
+        datasets = {}
+        for name, spec in generator.datasets(gen["preset"]).items():
+            n_files = gen["files_per_sample"] or spec["files"]
+            events = gen["events_per_file"] or spec["events"]
+            key = dataset_key(name)
+            files = []
+            for i in range(n_files):
+                path = f"{gen['directory']}/{key}/{key}_{i:04d}.root"
+                self.generated[path] = (key, i, events)
+                files.append(InputFile(path, "Events", events))
+            datasets[name] = Dataset(name, files, dict(spec.get("metadata") or {}))
+        return datasets
 
     def _job_path(self, path: str, settings) -> str:
         """The path jobs read: rewritten (``data.remote``), or its stage-in copy."""
@@ -118,45 +144,65 @@ class Plan:
         except KeyError:
             raise KeyError(f"{local} is not the stage-in copy of any file of the fileset") from None
 
-    @functools.cached_property
-    def generation(self) -> dict:
+    def generation_args(self, path: str) -> str:
+        """Arguments of the ``swift-rules generate`` job that writes generated ``path``."""
         gen = self.config["data"]["generated"]
-        from swift_rules.agc.presets import DEFAULT_SIZES
+        key, index, events = self.generated[path]
+        entry, _ = self.generator
+        args = [
+            entry.target, "--dataset", self.datasets[key].name, "--index", str(index),
+            "--events", str(events), "--seed", str(gen["seed"]),
+            "--compression", gen["compression"],
+        ]  # fmt: skip
+        return shlex.join(args)
 
-        events, files = DEFAULT_SIZES[gen["preset"]]
-        if gen["events_per_file"]:
-            events = dict.fromkeys(events, gen["events_per_file"])
-        if gen["files_per_sample"]:
-            files = dict.fromkeys(files, gen["files_per_sample"])
-        return {"events": events, "files": files, **gen}
+    def generated_fileset(self) -> str | None:
+        """The coffea fileset the generation writes, or None for data.source fileset."""
+        if not self.generated:
+            return None
+        return self.config["data"]["generated"]["directory"].rstrip("/") + "/fileset.json"
 
-    def generated_files(self) -> dict[str, tuple[str, int, int]]:
-        """Path of every generated file -> (sample, file index, events)."""
-        gen = self.generation
-        out = {}
-        for sample, n_files in gen["files"].items():
-            for i in range(n_files):
-                path = f"{gen['directory']}/{sample}/{sample}_{i:04d}.root"
-                out[path] = (sample, i, gen["events"][sample])
-        return out
+    def generated_metadata_json(self) -> str:
+        """Metadata of the generated datasets, keyed by their folder names (JSON)."""
+        return json.dumps(
+            {k: ds.metadata for k, ds in self.datasets.items()}, sort_keys=True, default=str
+        )
 
     @property
     def samples(self) -> list[str]:
-        return list(self.files)
+        """The dataset keys (their names in file paths), sorted."""
+        return list(self.datasets)
 
-    def groups(self, sample: str) -> list[list[str]]:
-        paths = [p for p, _ in self.files[sample]]
-        n = self.files_per_group
-        return [paths[i : i + n] for i in range(0, len(paths), n)]
-
-    def group_files(self, sample: str, group: int | str) -> list[str]:
-        return self.groups(sample)[int(group)]
-
-    def local_inputs(self, sample: str, group: int | str) -> list[str]:
-        """Files Snakemake should track (remote URLs are read, not tracked)."""
-        return [p for p in self.group_files(sample, group) if not is_remote(p)]
+    def metadata(self, key: str) -> dict:
+        """What a stage sees of dataset ``key`` in ``events.metadata`` (with coffea's own
+        keys): its fileset metadata and ``nevents``, the events of its files here."""
+        ds = self.datasets[key]
+        meta = dict(ds.metadata)
+        if ds.entries is not None:
+            meta["nevents"] = ds.entries
+        return meta
 
     # -- stages ---------------------------------------------------------------
+
+    def _check_stages(self) -> None:
+        for stage, settings in self.config["stages"].items():
+            seen = [stage]
+            up = settings["input"]
+            while up is not None:
+                if up in seen:
+                    raise ConfigError(f"stages: input chain {' -> '.join([*seen, up])} is a cycle")
+                if up not in self.config["stages"]:
+                    raise ConfigError(
+                        f"stages.{seen[-1]}.input: stage {up!r} is not under 'stages:' "
+                        "(a stage's input must run in this workflow)"
+                    )
+                if not self.config["stages"][up]["skim"]:
+                    raise ConfigError(
+                        f"stages.{seen[-1]}.input: stage {up!r} writes no skims; "
+                        f"set stages.{up}.skim: true"
+                    )
+                seen.append(up)
+                up = self.config["stages"][up]["input"]
 
     @property
     def stages(self) -> list[str]:
@@ -165,10 +211,20 @@ class Plan:
     def stage_name(self, namespace: str, stagename: str) -> str:
         return f"{namespace}::{stagename}"
 
+    def stage_of_dir(self, path: str) -> str:
+        """``agc/ttbar`` -> ``agc::ttbar`` (a rule wildcard back to the stage name)."""
+        return path.replace("/", "::", 1)
+
     def settings(self, stage: str) -> dict:
         if stage not in self.config["stages"]:
             raise KeyError(f"stage {stage!r} has no settings under 'stages:' in the config")
         return self.config["stages"][stage]
+
+    def is_skim(self, stage: str) -> bool:
+        return bool(self.settings(stage)["skim"])
+
+    def skim_stages(self) -> list[str]:
+        return [s for s in self.stages if self.is_skim(s)]
 
     @functools.lru_cache(maxsize=None)  # noqa: B019, UP033 - one Plan per parse; Python 3.8
     def code_fingerprint(self, stage: str) -> str:
@@ -186,22 +242,55 @@ class Plan:
 
     def job_settings(self, stage: str) -> dict:
         """Settings that can change a stage's output (not its resources)."""
-        return {k: v for k, v in self.settings(stage).items() if k not in RESOURCE_KEYS}
+        skip = RESOURCE_KEYS + PLAN_KEYS
+        return {k: v for k, v in self.settings(stage).items() if k not in skip}
 
-    def run_args(self, stage: str, sample: str, group: int | str) -> str:
+    def _group_size(self, stage: str | None) -> int:
+        size = self.settings(stage)["files_per_group"] if stage else None
+        return size or self.files_per_group
+
+    def input_files(self, key: str, stage: str | None = None) -> list[str]:
+        """What ``stage`` reads of dataset ``key``: its files, or its input stage's skims."""
+        up = self.settings(stage)["input"] if stage else None
+        if up is None:
+            return [f.path for f in self.datasets[key].files]
+        return [self.skim(up, key, g) for g in range(len(self.groups(key, up)))]
+
+    def groups(self, key: str, stage: str | None = None) -> list[list[str]]:
+        paths = self.input_files(key, stage)
+        n = self._group_size(stage)
+        return [paths[i : i + n] for i in range(0, len(paths), n)]
+
+    def group_files(self, key: str, group: int | str, stage: str | None = None) -> list[str]:
+        return self.groups(key, stage)[int(group)]
+
+    def local_inputs(self, key: str, group: int | str, stage: str | None = None) -> list[str]:
+        """Files Snakemake should track (remote URLs are read, not tracked)."""
+        return [p for p in self.group_files(key, group, stage) if not is_remote(p)]
+
+    def run_args(self, stage: str, key: str, group: int | str) -> str:
         """Arguments of one ``swift-rules run`` job that decide its output, shell-quoted.
 
         They go into the rule's params, so changing any of them reruns the job: the
-        stage's own settings and registration (not other stages'), whether bad files
-        are skipped, and the files. How the job executes stays out (``executor_json``).
+        stage's own settings and registration (not other stages'), the dataset and its
+        metadata, whether bad files are skipped, and the files (last, after ``--``: a
+        file name is never read as an option). How the job executes stays out
+        (``executor_json``).
         """
         variants = {d: v.target for d, v in sorted(self.registry.get(stage).variants.items())}
+        ds = self.datasets[key]
+        files = self.group_files(key, group, stage)
+        tree = ds.files[0].tree if ds.files and not self.settings(stage)["input"] else None
+        sum_weights = self.config["outputs"]["normalise_by"] == "sum_weights" and not ds.is_data
         args = [
-            "--sample", sample,
+            "--sample", ds.name,
+            "--metadata", json.dumps(self.metadata(key), sort_keys=True, default=str),
             "--settings", json.dumps(self.job_settings(stage), sort_keys=True),
             "--register", json.dumps({stage: variants}, sort_keys=True),
+            *(["--tree", tree] if tree and tree != "Events" else []),
             *(["--skip-bad-files"] if self.config["executor"]["skip_bad_files"] else []),
-            "--files", *self.group_files(sample, group),
+            *(["--sum-weights"] if sum_weights else []),
+            "--", *files,
         ]  # fmt: skip
         return shlex.join(args)
 
@@ -212,17 +301,88 @@ class Plan:
 
     # -- outputs --------------------------------------------------------------
 
-    def partial(self, stage: str, sample: str, group: int) -> str:
-        return f"{self.results}/{stage_dir(stage)}/partial/{sample}/group{group:04d}.pkl"
+    def _stage_results(self, stage: str) -> str:
+        return f"{self.results}/{stage_dir(stage)}"
 
-    def partials(self, stage: str, sample: str) -> list[str]:
-        return [self.partial(stage, sample, g) for g in range(len(self.groups(sample)))]
+    def partial(self, stage: str, key: str, group: int) -> str:
+        """The result file of one job (for a skim stage, the record beside its skim)."""
+        folder = "skims" if self.is_skim(stage) else "partial"
+        return f"{self._stage_results(stage)}/{folder}/{key}/group{group:04d}.pkl"
 
-    def sample_output(self, stage: str, sample: str) -> str:
-        return f"{self.results}/{stage_dir(stage)}/samples/{sample}.pkl"
+    def skim(self, stage: str, key: str, group: int) -> str:
+        """The Parquet skim of one job of a skim stage."""
+        return f"{self._stage_results(stage)}/skims/{key}/group{group:04d}{SKIM_SUFFIX}"
+
+    def partials(self, stage: str, key: str) -> list[str]:
+        return [self.partial(stage, key, g) for g in range(len(self.groups(key, stage)))]
+
+    def skims(self, stage: str, key: str | None = None) -> list[str]:
+        keys = [key] if key else self.samples
+        return [self.skim(stage, k, g) for k in keys for g in range(len(self.groups(k, stage)))]
+
+    def sample_output(self, stage: str, key: str) -> str:
+        return f"{self._stage_results(stage)}/samples/{key}.pkl"
 
     def sample_outputs(self, stage: str) -> list[str]:
         return [self.sample_output(stage, s) for s in self.samples]
 
     def merged(self, stage: str) -> str:
-        return f"{self.results}/{stage_dir(stage)}/merged.pkl"
+        return f"{self._stage_results(stage)}/merged.pkl"
+
+    def exported_stages(self) -> list[str]:
+        return [s for s in self.stages if self.settings(s)["export"]]
+
+    def histograms_root(self, stage: str) -> str:
+        """The stage's normalised histograms (``swift-rules export``)."""
+        return f"{self._stage_results(stage)}/histograms.root"
+
+    def plots_dir(self, stage: str) -> str:
+        return f"{self._stage_results(stage)}/plots"
+
+    def export_args(self, stage: str) -> str:
+        """Arguments of the export job: the datasets' metadata and the normalisation."""
+        outputs = self.config["outputs"]
+        datasets = {
+            self.sample_output(stage, k): {"name": ds.name, **ds.metadata}
+            for k, ds in self.datasets.items()
+        }
+        if outputs["luminosity"] is not None:
+            missing = [ds.name for ds in self.datasets.values()
+                       if not ds.is_data and "xsec" not in ds.metadata]  # fmt: skip
+            if missing:
+                raise ConfigError(
+                    f"outputs.luminosity is set, but simulated dataset(s) {', '.join(missing)} "
+                    "have no xsec in their metadata (set is_data: true for collision data)"
+                )
+        args = [
+            "--stage", stage,
+            "--datasets", json.dumps(datasets, sort_keys=True, default=str),
+            "--normalise-by", outputs["normalise_by"],
+            *(["--luminosity", repr(outputs["luminosity"])] if outputs["luminosity"] else []),
+        ]  # fmt: skip
+        return shlex.join(args)
+
+    def draw_args(self) -> str:
+        plots = self.config["outputs"]["plots"]
+        args = ["--formats", ",".join(plots["formats"])]
+        for pattern in plots["include"]:
+            args += ["--include", pattern]
+        for pattern in plots["exclude"]:
+            args += ["--exclude", pattern]
+        if plots["log_y"]:
+            args.append("--log-y")
+        return shlex.join(args)
+
+    def targets(self) -> list[str]:
+        """Every generic output: each stage's merged result, and for exported stages their
+        histograms.root and plots; the generated fileset."""
+        out = []
+        for stage in self.stages:
+            out.append(self.merged(stage))
+            if stage in self.exported_stages():
+                out.append(self.histograms_root(stage))
+                if self.config["outputs"]["plots"]["enabled"]:
+                    out.append(self.plots_dir(stage))
+        if self.generated_fileset():
+            out.append(self.generated_fileset())
+        return out

@@ -1,4 +1,4 @@
-"""The workflow plan: samples, file groups, job arguments and outputs from a config."""
+"""The workflow plan: datasets, file groups, job arguments and outputs from a config."""
 
 from __future__ import annotations
 
@@ -6,17 +6,19 @@ import json
 import shlex
 
 import pytest
+from helpers import agc_config
 
 from swift_rules.config import ConfigError, validate_config
-from swift_rules.workflow import Plan, read_fileset
+from swift_rules.datasets import FilesetError, read_fileset
+from swift_rules.workflow import Plan
 
 
 def test_generated_preset_layout():
     plan = Plan(
-        {
-            "data": {"generated": {"preset": "tiny"}, "files_per_group": 1},
-            "stages": {"agc::ttbar": {}},
-        }
+        agc_config(
+            data={"generated": {"preset": "tiny"}, "files_per_group": 1},
+            stages={"agc::ttbar": {}},
+        )
     )
     assert len(plan.samples) == 9
     assert plan.groups("ttbar__nominal") == [
@@ -28,44 +30,142 @@ def test_generated_preset_layout():
         "results/agc/ttbar/partial/ttbar__nominal/group0001.pkl",
     ]
     assert plan.merged("agc::ttbar") == "results/agc/ttbar/merged.pkl"
+    # The generator's metadata reaches the stage, with the dataset's events here.
+    assert plan.metadata("ttbar__nominal") == {
+        "is_data": False, "process": "ttbar", "variation": "nominal", "xsec": 729.84,
+        "nevents": 10_000,
+    }  # fmt: skip
+    assert plan.generated_fileset() == "data/generated/fileset.json"
+    assert "data/generated/fileset.json" in plan.targets()
+
+
+def test_generated_data_needs_a_registered_generator():
+    with pytest.raises(ConfigError, match="generator is not set.*agc::nanoaod"):
+        Plan({"registries": ["swift_rules.agc"], "stages": {"agc::ttbar": {}}})
+    with pytest.raises(ConfigError, match="'huge' is not a preset.*tiny, small, benchmark"):
+        Plan(agc_config(data={"generated": {"preset": "huge"}}))
 
 
 def test_real_agc_fileset_with_a_file_limit():
     plan = Plan(
-        {
-            "data": {"source": "fileset", "fileset": "agc", "max_files_per_sample": 1},
-            "stages": {"agc::ttbar": {}},
-        }
+        agc_config(
+            data={"source": "fileset", "fileset": "agc", "max_files_per_sample": 1},
+            stages={"agc::ttbar": {}},
+        )
     )
     assert len(plan.samples) == 9
     (url,) = plan.group_files("wjets__nominal", 0)
     assert url.startswith("https://") and url.endswith(".root")
     assert plan.local_inputs("wjets__nominal", 0) == []  # remote: read, not tracked
-    full = read_fileset("agc")
-    assert sum(len(f) for f in full.values()) == 787
-    assert sum(n for f in full.values() for _, n in f) == 940_160_174
+    assert plan.datasets["wjets__nominal"].metadata["xsec"] == 15487.16
+
+
+def test_shipped_agc_fileset_is_the_published_one():
+    # data/fileset.json (coffea format) has exactly the files and counts of the AGC's
+    # nanoaod_inputs.json, with the cross sections of the AGC's table.
+    from swift_rules.agc.fileset import FILESET, PUBLISHED, agc_datasets
+
+    shipped = read_fileset(FILESET)
+    published = read_fileset(PUBLISHED)
+    assert sum(len(d.files) for d in shipped.values()) == 787
+    assert sum(d.entries for d in shipped.values()) == 940_160_174
+    for name, ds in published.items():
+        assert shipped[name].files == ds.files, name
+    assert {n: d.metadata for n, d in shipped.items()} == {
+        n: d.metadata for n, d in agc_datasets().items()
+    }
 
 
 def test_samples_subset_and_unknown_sample():
-    cfg = {"data": {"generated": {"preset": "tiny"}, "samples": ["wjets__nominal"]}}
+    cfg = agc_config(data={"generated": {"preset": "tiny"}, "samples": ["wjets__nominal"]})
     assert Plan(cfg).samples == ["wjets__nominal"]
     cfg["data"]["samples"] = ["zprime__nominal"]
     with pytest.raises(ValueError, match="zprime__nominal"):
         Plan(cfg)
 
 
-def test_run_arguments_carry_settings_but_not_resources_or_executor():
+def write_coffea_fileset(tmp_path, doc, name="fileset.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_coffea_fileset_with_any_dataset_names_and_metadata(tmp_path):
+    path = write_coffea_fileset(
+        tmp_path,
+        {
+            "/DYJetsToLL_M-50/Run2012-v1/NANOAODSIM": {
+                "files": {"a.root": "Events", "b.root": {"object_path": "Events",
+                                                         "num_entries": 7}},
+                "metadata": {"xsec": 3503.7, "process": "DY", "my_key": [1, 2]},
+            },
+            "Run2012B_TauPlusX": {"files": ["c.root"], "metadata": {"is_data": True}},
+        },
+    )  # fmt: skip
+    plan = Plan({"data": {"source": "fileset", "fileset": str(path)},
+                 "stages": {}})  # fmt: skip
+    key = next(k for k in plan.samples if k.startswith("DYJets"))
+    assert "/" not in key and key.startswith("DYJetsToLL_M-50_Run2012-v1_NANOAODSIM-")
+    assert plan.datasets[key].name == "/DYJetsToLL_M-50/Run2012-v1/NANOAODSIM"
+    assert plan.metadata(key) == {"xsec": 3503.7, "process": "DY", "my_key": [1, 2]}
+    assert plan.metadata("Run2012B_TauPlusX") == {"is_data": True}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"is_data": "yes"}, "is_data must be true or false, got 'yes'"),
+        ({"xsec": -1}, "xsec must be a positive number"),
+        ({"xsec": "high"}, "xsec must be a positive number"),
+        ({"process": ""}, "process must be a non-empty string"),
+        ({"is_data": True, "xsec": 1.0}, "a data set .* has no cross section"),
+    ],
+)
+def test_bad_metadata_is_an_error_naming_the_dataset(tmp_path, metadata, message):
+    path = write_coffea_fileset(tmp_path, {"ggH": {"files": ["a.root"], "metadata": metadata}})
+    with pytest.raises(FilesetError, match=rf"fileset\.json: dataset 'ggH': {message}"):
+        read_fileset(path)
+
+
+def test_a_file_path_cannot_be_an_option(tmp_path):
+    # `--executor=...` as a "file" would be read by argparse as an option of the job.
+    evil = '--executor={"type":"address","address":"tcp://10.0.0.1:8786"}'
+    path = write_coffea_fileset(tmp_path, {"ttbar": {"files": [evil]}})
+    with pytest.raises(FilesetError, match=r"dataset 'ttbar'.*begins with '-'"):
+        read_fileset(path)
+    agc = tmp_path / "agc.json"
+    agc.write_text(json.dumps({"ttbar": {"nominal": {"files": [{"path": evil, "nevts": 1}]}}}))
+    with pytest.raises(FilesetError, match=r"ttbar/nominal.*begins with '-'"):
+        read_fileset(agc)
+
+
+def test_files_come_after_the_options_in_job_arguments(tmp_path):
+    # Defence in depth: even a file named like an option stays a file.
+    path = write_coffea_fileset(tmp_path, {"d": {"files": ["./--x.root", "y.root"]}})
     plan = Plan(
         {
-            "data": {"generated": {"preset": "tiny"}},
-            "stages": {"agc::ttbar": {"threads": 4, "options": {"btag_threshold": 0.7}}},
-            "executor": {"type": "address", "address": "tcp://x:1"},
+            "registries": ["swift_rules.agc"],
+            "data": {"source": "fileset", "fileset": str(path)},
+            "stages": {"agc::ttbar": {}},
         }
+    )
+    args = shlex.split(plan.run_args("agc::ttbar", "d", 0))
+    assert args[args.index("--") + 1 :] == ["./--x.root", "y.root"]
+
+
+def test_run_arguments_carry_settings_but_not_resources_or_executor():
+    plan = Plan(
+        agc_config(
+            data={"generated": {"preset": "tiny"}},
+            stages={"agc::ttbar": {"threads": 4, "options": {"btag_threshold": 0.7}}},
+            executor={"type": "address", "address": "tcp://x:1"},
+        )
     )
     args = shlex.split(plan.run_args("agc::ttbar", "ttbar__nominal", 0))
     settings = json.loads(args[args.index("--settings") + 1])
     assert settings["options"] == {"btag_threshold": 0.7}
     assert "threads" not in settings and "tcp://x:1" not in " ".join(args)
+    assert json.loads(args[args.index("--metadata") + 1])["process"] == "ttbar"
     assert json.loads(plan.executor_json())["address"] == "tcp://x:1"
     assert "--skip-bad-files" not in args
     registered = json.loads(args[args.index("--register") + 1])
@@ -79,25 +179,87 @@ def test_run_arguments_carry_settings_but_not_resources_or_executor():
 
 def test_skip_bad_files_is_part_of_the_job_arguments():
     plan = Plan(
-        {
-            "data": {"generated": {"preset": "tiny"}},
-            "stages": {"agc::ttbar": {}},
-            "executor": {"skip_bad_files": True},
-        }
+        agc_config(
+            data={"generated": {"preset": "tiny"}},
+            stages={"agc::ttbar": {}},
+            executor={"skip_bad_files": True},
+        )
     )
     assert "--skip-bad-files" in shlex.split(plan.run_args("agc::ttbar", "wjets__nominal", 0))
     assert "skip_bad_files" not in plan.executor_json()
+
+
+CHAIN = {
+    "register": {
+        "ns::skim": {"cpu": "swift_rules.agc.ttbar:TtbarProcessor"},
+        "ns::hists": {"cpu": "swift_rules.agc.ttbar:TtbarProcessor"},
+    },
+    "stages": {
+        "ns::skim": {"skim": True},
+        "ns::hists": {"input": "ns::skim", "files_per_group": 3},
+    },
+}
+
+
+def test_a_chained_stage_reads_the_skims_of_its_input():
+    plan = Plan(agc_config(data={"generated": {"preset": "small"}}, **CHAIN))
+    skims = [f"results/ns/skim/skims/ttbar__nominal/group{g:04d}.parquet" for g in (0, 1)]
+    assert plan.skims("ns::skim", "ttbar__nominal") == skims
+    assert plan.partials("ns::skim", "ttbar__nominal")[0].endswith(
+        "skim/skims/ttbar__nominal/group0000.pkl"
+    )
+    # The skims are the chained stage's files, grouped by its own files_per_group.
+    assert plan.groups("ttbar__nominal", "ns::hists") == [skims]
+    assert plan.local_inputs("ttbar__nominal", 0, "ns::hists") == skims
+    args = shlex.split(plan.run_args("ns::hists", "ttbar__nominal", 0))
+    assert args[args.index("--") + 1 :] == skims
+    settings = json.loads(args[args.index("--settings") + 1])
+    assert "input" not in settings and "files_per_group" not in settings
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        ({"ns::hists": {"input": "ns::skim"}}, "stage 'ns::skim' is not under 'stages:'"),
+        ({"ns::skim": {}, "ns::hists": {"input": "ns::skim"}}, "writes no skims"),
+        (
+            {"ns::skim": {"skim": True, "input": "ns::hists"},
+             "ns::hists": {"skim": True, "input": "ns::skim"}},
+            "is a cycle",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_chains_are_config_errors(stages, message):
+    with pytest.raises(ConfigError, match=message):
+        Plan(agc_config(register=CHAIN["register"], stages=stages))
+
+
+def test_luminosity_needs_a_cross_section_for_every_simulated_dataset(tmp_path):
+    path = write_coffea_fileset(
+        tmp_path,
+        {"mc": {"files": ["a.root"]}, "data": {"files": ["b.root"], "metadata": {"is_data": True}}},
+    )
+    plan = Plan(
+        {
+            "registries": ["swift_rules.agc"],
+            "data": {"source": "fileset", "fileset": str(path)},
+            "stages": {"agc::ttbar": {}},
+            "outputs": {"luminosity": 1000.0},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"simulated dataset\(s\) mc have no xsec"):
+        plan.export_args("agc::ttbar")
 
 
 def test_gpu_asked_for_a_stage_without_gpu_variant_fails_at_planning():
     from swift_rules.device import DeviceError
     from swift_rules.registry import StageRegistry
 
-    cfg = {
-        "register": {"ns::cpu_only": {"cpu": "swift_rules.agc.ttbar:TtbarProcessor"}},
-        "data": {"generated": {"preset": "tiny"}},
-        "stages": {"ns::cpu_only": {"device": "gpu"}},
-    }
+    cfg = agc_config(
+        register={"ns::cpu_only": {"cpu": "swift_rules.agc.ttbar:TtbarProcessor"}},
+        data={"generated": {"preset": "tiny"}},
+        stages={"ns::cpu_only": {"device": "gpu"}},
+    )
     plan = Plan(cfg, registry=StageRegistry(builtins=False))
     with pytest.raises(DeviceError, match="ns::cpu_only.*no GPU variant"):
         plan.code_fingerprint("ns::cpu_only")
@@ -106,11 +268,11 @@ def test_gpu_asked_for_a_stage_without_gpu_variant_fails_at_planning():
 def test_stage_module_that_cannot_be_found_fails_at_planning():
     from swift_rules.registry import RegistryError, StageRegistry
 
-    cfg = {
-        "register": {"ns::s": {"cpu": "nowhere_to_be_found:P"}},
-        "stages": {"ns::s": {}},
-        "data": {"generated": {"preset": "tiny"}},
-    }
+    cfg = agc_config(
+        register={"ns::s": {"cpu": "nowhere_to_be_found:P"}},
+        stages={"ns::s": {}},
+        data={"generated": {"preset": "tiny"}},
+    )
     plan = Plan(cfg, registry=StageRegistry(builtins=False))
     with pytest.raises(RegistryError, match="nowhere_to_be_found.*PYTHONPATH"):
         plan.code_fingerprint("ns::s")
@@ -120,16 +282,16 @@ def test_fingerprint_depends_on_device_choice(monkeypatch):
     from swift_rules.registry import StageRegistry
 
     reg = StageRegistry(builtins=False)
-    cfg = {
-        "register": {
+    cfg = agc_config(
+        register={
             "ns::s": {
                 "cpu": "swift_rules.agc.ttbar:TtbarProcessor",
                 "gpu": "swift_rules.agc.normalise:X",
             }
         },
-        "stages": {"ns::s": {"device": "cpu"}},
-        "data": {"generated": {"preset": "tiny"}},
-    }
+        stages={"ns::s": {"device": "cpu"}},
+        data={"generated": {"preset": "tiny"}},
+    )
     cpu = Plan(cfg, registry=reg).code_fingerprint("ns::s")
     cfg["stages"]["ns::s"]["device"] = "auto"
     auto = Plan(cfg, registry=StageRegistry(builtins=False)).code_fingerprint("ns::s")
@@ -143,6 +305,9 @@ def test_bad_fileset_is_named(tmp_path):
         read_fileset(path)
     with pytest.raises(ValueError, match="no_such.json"):
         read_fileset(tmp_path / "no_such.json")
+    path.write_text(json.dumps({"ttbar": {"metadata": {}}}))
+    with pytest.raises(ValueError, match=r"dataset 'ttbar' is not of the form"):
+        read_fileset(path)
 
 
 def test_config_errors_name_key_and_value():
@@ -180,10 +345,12 @@ def test_planning_imports_no_stage_and_no_coffea():
     code = (
         "import sys\n"
         "from swift_rules.workflow import Plan\n"
-        "plan = Plan({'data': {'source': 'generated', 'generated': {'preset': 'tiny'}},\n"
+        "plan = Plan({'registries': ['swift_rules.agc'], 'data': {'source': 'generated',\n"
+        "             'generated': {'generator': 'agc::nanoaod', 'preset': 'tiny'}},\n"
         "             'stages': {'agc::ttbar': {}}})\n"
         "plan.code_fingerprint('agc::ttbar')\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('coffea', 'numba')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "                ('coffea', 'numba', 'numpy', 'uproot', 'awkward')\n"
         "                or m.startswith('swift_rules.agc.ttbar'))\n"
         "print(loaded)\n"
     )

@@ -119,8 +119,12 @@ class TtbarProcessor(processor.ProcessorABC):
         }
 
     def process(self, events):
-        sample = events.metadata["dataset"]
-        process_name, variation = split_sample_name(sample)
+        meta = events.metadata
+        sample = meta["dataset"]
+        if "process" in meta and "variation" in meta:
+            process_name, variation = meta["process"], meta["variation"]
+        else:  # a run without a fileset's metadata: the AGC's PROCESS__VARIATION names
+            process_name, variation = split_sample_name(sample)
         h = self.histograms(self.columns(events), process_name, variation)
         return {"hists": {sample: h}, "nevts": {sample: len(events)}}
 

@@ -1,15 +1,20 @@
-# swift-rules: generic rules that run registered stages over file groups and merge them.
+# swift-rules: generic rules that run registered stages over the datasets' file groups,
+# merge their results, export their histograms and draw them. They know no analysis.
 #
 # Use from a workflow (no copying):
 #     from swift_rules.workflow import rules_path
 #     configfile: "config/config.yaml"
 #     include: rules_path("stages.smk")
-# or with Snakemake's `module` (see docs/stages.md). Every stage listed under
-# `stages:` in the config runs over every sample; targets:
-#     SR.merged("ns::stage")  -> results/ns/stage/merged.pkl
+#     rule all:
+#         input: SR.targets()
+# or with Snakemake's `module` (see docs/stages.md). Every stage listed under `stages:`
+# in the config runs over every dataset; targets (SR.targets() has them all):
+#     SR.merged("ns::stage")           -> results/ns/stage/merged.pkl
+#     SR.histograms_root("ns::stage")  -> results/ns/stage/histograms.root
+#     SR.plots_dir("ns::stage")        -> results/ns/stage/plots/
 #
 # Shell rules only (REANA's Snakemake engine runs nothing else); loads under
-# Snakemake 7.32.4 and 9.
+# Snakemake 7.32.4 and 9. Every value that reaches a shell command is quoted (`:q`).
 
 import os
 
@@ -46,7 +51,7 @@ def swift_reana_resources(rule_name):
 wildcard_constraints:
     namespace=r"[A-Za-z_][\w.-]*",
     stagename=r"[A-Za-z_][\w.-]*",
-    sample=r"[A-Za-z0-9_]+__[A-Za-z0-9_]+",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     group=r"\d{4}",
 
 
@@ -54,63 +59,77 @@ def _stage(wildcards):
     return SR.stage_name(wildcards.namespace, wildcards.stagename)
 
 
-rule swift_process:
-    """Run one stage over one group of files of one sample: one cached partial output."""
-    input:
-        lambda w: SR.local_inputs(w.sample, w.group),
-    output:
-        SR.results + "/{namespace}/{stagename}/partial/{sample}/group{group}.pkl",
-    log:
-        SR.results + "/logs/{namespace}/{stagename}/{sample}/group{group}.log",
-    params:
-        # Snakemake reruns a job when its params change: the code hash and the
-        # stage's settings and registration in args make a change rerun exactly
-        # the jobs of that stage.
-        code=lambda w: SR.code_fingerprint(_stage(w)),
-        args=lambda w: SR.run_args(_stage(w), w.sample, w.group),
-        stage=_stage,
-    threads: lambda w: SR.settings(_stage(w))["threads"]
-    resources:
+def _stage_resources(rule_name):
+    return dict(
         mem_mb=lambda w: SR.settings(_stage(w))["mem_mb"],
         runtime=lambda w: SR.settings(_stage(w))["runtime"],
         gpu=lambda w: SR.settings(_stage(w))["gpu"],
-        # The same requests in the names of the HTCondor executor plugin (profiles/).
+        # The same requests in the names of the batch executor plugins (profiles/).
         **batch_resources(lambda w: SR.settings(_stage(w))),
-        **swift_reana_resources("swift_process"),
+        **swift_reana_resources(rule_name),
+    )
+
+
+include: "data.smk"
+
+
+rule swift_process:
+    """Run one stage over one group of files of one dataset: one cached partial output."""
+    input:
+        lambda w: SR.local_inputs(w.dataset, w.group, _stage(w)),
+    output:
+        SR.results + "/{namespace}/{stagename}/partial/{dataset}/group{group}.pkl",
+    log:
+        SR.results + "/logs/{namespace}/{stagename}/{dataset}/group{group}.log",
+    params:
+        # Snakemake reruns a job when its params change: the code hash and the
+        # stage's settings, registration and dataset metadata in args make a change
+        # rerun exactly the jobs it affects.
+        code=lambda w: SR.code_fingerprint(_stage(w)),
+        args=lambda w: SR.run_args(_stage(w), w.dataset, w.group),
+        stage=_stage,
+    threads: lambda w: SR.settings(_stage(w))["threads"]
+    resources:
+        **_stage_resources("swift_process"),
     container:
         SWIFT_CONTAINER
     shell:
-        "swift-rules run {params.stage:q} {params.args} --workers {threads} "
-        "--out {output:q} 2> {log:q}"
+        "swift-rules run {params.stage:q} --out {output:q} --workers {threads} "
+        "{params.args} 2> {log:q}"
 
 
-if SR.stage_in_dir:
-
-    rule swift_stage_in:
-        """Copy one remote input to the folder config data.remote.stage_in (sites without
-        a cache): the copy is an output like any other, made once and reused."""
-        output:
-            SR.stage_in_dir + "/{staged}",
-        log:
-            SR.results + "/logs/stage_in/{staged}.log",
-        params:
-            url=lambda w: SR.staged_url(SR.stage_in_dir + "/" + w.staged),
-        resources:
-            **swift_reana_resources("swift_stage_in"),
-        container:
-            SWIFT_CONTAINER
-        shell:
-            "swift-rules stage-in {params.url:q} --out {output:q} 2> {log:q}"
+rule swift_skim:
+    """Run a skim stage over one group of files: its selected events as a Parquet file
+    (the cached input of the stages that read it) and its record and other outputs."""
+    input:
+        lambda w: SR.local_inputs(w.dataset, w.group, _stage(w)),
+    output:
+        record=SR.results + "/{namespace}/{stagename}/skims/{dataset}/group{group}.pkl",
+        skim=SR.results + "/{namespace}/{stagename}/skims/{dataset}/group{group}.parquet",
+    log:
+        SR.results + "/logs/{namespace}/{stagename}/{dataset}/group{group}.log",
+    params:
+        code=lambda w: SR.code_fingerprint(_stage(w)),
+        args=lambda w: SR.run_args(_stage(w), w.dataset, w.group),
+        stage=_stage,
+    threads: lambda w: SR.settings(_stage(w))["threads"]
+    resources:
+        **_stage_resources("swift_skim"),
+    container:
+        SWIFT_CONTAINER
+    shell:
+        "swift-rules run {params.stage:q} --out {output.record:q} --skim-out {output.skim:q} "
+        "--workers {threads} {params.args} 2> {log:q}"
 
 
 rule swift_merge_sample:
-    """Sum the partial outputs of one sample, in group order."""
+    """Sum the partial outputs of one dataset, in group order."""
     input:
-        lambda w: SR.partials(_stage(w), w.sample),
+        lambda w: SR.partials(_stage(w), w.dataset),
     output:
-        SR.results + "/{namespace}/{stagename}/samples/{sample}.pkl",
+        SR.results + "/{namespace}/{stagename}/samples/{dataset}.pkl",
     log:
-        SR.results + "/logs/{namespace}/{stagename}/{sample}/merge.log",
+        SR.results + "/logs/{namespace}/{stagename}/{dataset}/merge.log",
     resources:
         **swift_reana_resources("swift_merge_sample"),
     container:
@@ -120,7 +139,7 @@ rule swift_merge_sample:
 
 
 rule swift_merge:
-    """Sum the per-sample outputs of one stage, in sample order."""
+    """Sum the per-dataset outputs of one stage, in dataset order."""
     input:
         lambda w: SR.sample_outputs(_stage(w)),
     output:
@@ -133,3 +152,6 @@ rule swift_merge:
         SWIFT_CONTAINER
     shell:
         "swift-rules merge {input:q} --out {output:q} 2> {log:q}"
+
+
+include: "outputs.smk"

@@ -1,68 +1,32 @@
-# swift-rules: the AGC CMS ttbar analysis steps after the stage: generated input data,
-# normalised histograms, the cabinetry fit, plots, HEPData tables.
+# The AGC CMS ttbar analysis' own steps after its stage: normalised histograms in the
+# AGC's naming, the cabinetry fit, plots, HEPData tables.
 #
-# Include after stages.smk (it uses SR, the workflow plan):
+# Include after swift-rules' generic rules (it uses SR, the workflow plan):
+#     from swift_rules.agc import RULES as AGC_RULES
 #     include: rules_path("stages.smk")
-#     include: rules_path("agc.smk")
+#     include: str(AGC_RULES)
 #     rule all:
-#         input: AGC_TARGETS
-# Shell rules only; loads under Snakemake 7.32.4 and 9.
+#         input: SR.targets(), AGC_TARGETS
+# Shell rules only; loads under Snakemake 7.32.4 and 9. Every value reaching a shell
+# command goes through params with `:q`.
 
-AGC_STAGE = SR.config["analysis"]["stage"]
+from swift_rules.agc.config import analysis_settings
+
+AGC = analysis_settings(SR.config)
+AGC_STAGE = AGC["stage"]
 AGC_RESULTS = SR.results
-AGC_GENERATED = SR.generated_files() if SR.config["data"]["source"] == "generated" else {}
-AGC_GENERATION = SR.generation if AGC_GENERATED else {}
 
 AGC_TARGETS = [
     f"{AGC_RESULTS}/histograms.root",
     f"{AGC_RESULTS}/provenance.json",
 ]
-if SR.config["analysis"]["fit"]:
+if AGC["fit"]:
     AGC_TARGETS += [
         f"{AGC_RESULTS}/fit/fit_results.json",
         f"{AGC_RESULTS}/plots",
     ]
-if SR.config["analysis"]["hepdata"]:
+if AGC["hepdata"]:
     AGC_TARGETS.append(f"{AGC_RESULTS}/hepdata")
-if AGC_GENERATED:
-    AGC_TARGETS.append(f"{AGC_GENERATION['directory']}/fileset.json")
-
-
-if AGC_GENERATED:
-
-    rule agc_generate:
-        """Generate one NanoAOD-format file of one AGC sample (deterministic, seeded)."""
-        output:
-            AGC_GENERATION["directory"] + "/{sample}/{sample}_{index}.root",
-        wildcard_constraints:
-            index=r"\d{4}",
-        params:
-            events=lambda w: AGC_GENERATION["events"][w.sample],
-            seed=AGC_GENERATION["seed"],
-            compression=AGC_GENERATION["compression"],
-        log:
-            AGC_RESULTS + "/logs/generate/{sample}_{index}.log",
-        resources:
-            **swift_reana_resources("agc_generate"),
-        container:
-            SWIFT_CONTAINER
-        shell:
-            "swift-rules generate --sample {wildcards.sample} --index {wildcards.index} "
-            "--events {params.events} --seed {params.seed} "
-            "--compression {params.compression} --out {output:q} 2> {log:q}"
-
-    rule agc_fileset:
-        """The generated dataset as an AGC-layout fileset JSON."""
-        input:
-            list(AGC_GENERATED),
-        output:
-            AGC_GENERATION["directory"] + "/fileset.json",
-        resources:
-            **swift_reana_resources("agc_fileset"),
-        container:
-            SWIFT_CONTAINER
-        shell:
-            "swift-rules fileset {input:q} --out {output:q}"
 
 
 rule agc_histograms:
@@ -82,7 +46,7 @@ rule agc_histograms:
     container:
         SWIFT_CONTAINER
     shell:
-        "swift-rules histograms {input:q} --out {output:q} 2> {log:q}"
+        "swift-rules agc histograms {input:q} --out {output:q} 2> {log:q}"
 
 
 rule agc_provenance:
@@ -96,7 +60,7 @@ rule agc_provenance:
     container:
         SWIFT_CONTAINER
     shell:
-        "swift-rules info {input:q} > {output:q}.tmp && mv {output:q}.tmp {output:q}"
+        "swift-rules info {input:q} --out {output:q}"
 
 
 rule agc_fit:
@@ -112,12 +76,14 @@ rule agc_fit:
         ),
     log:
         AGC_RESULTS + "/logs/fit.log",
+    params:
+        outdir=AGC_RESULTS + "/fit",
     resources:
         **swift_reana_resources("agc_fit"),
     container:
         SWIFT_CONTAINER
     shell:
-        "swift-rules fit {input:q} --out {AGC_RESULTS}/fit 2> {log:q}"
+        "swift-rules agc fit {input:q} --out {params.outdir:q} 2> {log:q}"
 
 
 rule agc_plots:
@@ -134,6 +100,8 @@ rule agc_plots:
         ),
     log:
         AGC_RESULTS + "/logs/plots.log",
+    params:
+        fit=AGC_RESULTS + "/fit",
     # Figures are drawn in parallel processes (matplotlib uses one core): with 2, the
     # plots take 7.4 s instead of 9.8 s on the benchmark data. Scaled down to --cores.
     threads: 2
@@ -142,7 +110,7 @@ rule agc_plots:
     container:
         SWIFT_CONTAINER
     shell:
-        "swift-rules plot {input.histograms:q} --fit {AGC_RESULTS}/fit --out {output:q} "
+        "swift-rules agc plot {input.histograms:q} --fit {params.fit:q} --out {output:q} "
         "--workers {threads} > {log:q} 2>&1"
 
 
@@ -159,4 +127,4 @@ rule agc_hepdata:
     container:
         SWIFT_CONTAINER
     shell:
-        "swift-rules hepdata {input:q} --out {output:q} > {log:q} 2>&1"
+        "swift-rules agc hepdata {input:q} --out {output:q} > {log:q} 2>&1"

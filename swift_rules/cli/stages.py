@@ -1,0 +1,185 @@
+"""Commands around stages: list them, run one over files, merge and inspect results."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from swift_rules.cli import parse_json, registrations, registry_of
+
+
+def cmd_stages(args) -> int:
+    from swift_rules import device
+
+    registry = registry_of(args)
+    settings = {}
+    if args.config:
+        from swift_rules.config import load_config
+
+        settings = load_config(args.config)["stages"]
+    usable, why = device.gpu_status()
+    print(f"GPU here: {'yes' if usable else 'no'} ({why})\n")
+    for name in registry.names():
+        stage = registry.get(name)
+        print(name)
+        for dev, variant in sorted(stage.variants.items()):
+            print(f"  {dev}: {variant.target}  (from {variant.source})")
+        try:
+            choice = device.choose(stage, settings.get(name, {}).get("device"))
+            print(f"  would run: {choice.device} ({choice.reason})")
+        except device.DeviceError as err:
+            print(f"  would run: nothing: {err}")
+    generators = registry.generator_names()
+    if generators:
+        print("\ngenerators:")
+        for name in generators:
+            entry = registry.generator(name)
+            print(f"  {name}: {entry.target}  (from {entry.source})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from swift_rules.runner import EXECUTOR_ENV, default_workers, run_stage
+
+    # A user's stage modules next to the workflow import as with `python -m`.
+    sys.path.insert(0, os.getcwd())
+    if args.files and args.input_files:
+        raise SystemExit("swift-rules run: error: give the files with --files or after --")
+    files = args.files or args.input_files
+    if not files:
+        raise SystemExit("swift-rules run: error: no input files (after --, or --files)")
+    registry = registry_of(args)
+    executor = args.executor
+    if executor is None:
+        executor = parse_json(os.environ.get(EXECUTOR_ENV) or "{}")
+    run_stage(
+        args.stage,
+        args.sample,
+        files,
+        args.out,
+        stage_config=args.settings,
+        executor=executor,
+        skip_bad_files=args.skip_bad_files or None,
+        workers=args.workers or default_workers(),
+        sample_metadata=args.metadata,
+        registry=registry,
+        progress=False if args.no_progress else None,
+        tree=args.tree,
+        sum_weights=args.sum_weights,
+        skim_out=args.skim_out,
+    )
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from swift_rules.results import merge_results
+
+    _, meta = merge_results(args.inputs, args.out)
+    print(
+        f"[swift-rules] merged {meta['parts']} result(s), {sum(meta['events'].values()):,} "
+        f"events, into {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_info(args) -> int:
+    from swift_rules.results import load_meta
+
+    text = json.dumps(load_meta(args.result), indent=2, sort_keys=True, default=str) + "\n"
+    if args.out:
+        from swift_rules.atomic import write_text
+
+        write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from swift_rules.config import load_config
+
+    config = load_config(args.config)
+    print(f"{args.config}: valid")
+    if args.show:
+        print(json.dumps(config, indent=2))
+    return 0
+
+
+def add_commands(add) -> None:
+    sp = add(
+        "stages",
+        cmd_stages,
+        "List registered stages and generators, and the device each stage would use here.",
+    )
+    sp.add_argument("--config", help="workflow config whose registrations and devices to use")
+    registrations(sp)
+
+    sp = add(
+        "run",
+        cmd_run,
+        "Run one stage over files of one dataset; write a result file. The files come "
+        "last, after --: swift-rules run STAGE --sample NAME --out OUT -- FILE...",
+    )
+    sp.add_argument("stage", help="stage name, e.g. agc::ttbar")
+    sp.set_defaults(input_files=[])  # the files after `--` (swift_rules.cli.run)
+    sp.add_argument("--sample", required=True, help="the dataset's name")
+    sp.add_argument("--files", nargs="+", help="input files or URLs (or give them after --)")
+    sp.add_argument("--out", required=True, help="result file to write (.pkl)")
+    sp.add_argument(
+        "--skim-out",
+        help="skim stages: Parquet file of the selected events (default: --out "
+        "with the suffix .parquet)",
+    )
+    sp.add_argument(
+        "--metadata",
+        type=parse_json,
+        default={},
+        metavar="JSON",
+        help='the dataset\'s metadata, seen by the stage as events.metadata: {"is_data": false, '
+        '"xsec": 1.0, ...}',
+    )
+    sp.add_argument(
+        "--settings",
+        type=parse_json,
+        default={},
+        metavar="JSON",
+        help='stage settings: {"device": "auto", "chunksize": 100000, "options": {...}}',
+    )
+    sp.add_argument(
+        "--executor",
+        type=parse_json,
+        default=None,
+        metavar="JSON",
+        help='executor: {"type": "local"} or {"type": "address", "address": "tcp://..."} '
+        "(default: $SWIFT_RULES_EXECUTOR, set by the workflow's rules, else local)",
+    )
+    sp.add_argument("--tree", default="Events", help="tree of the ROOT input files")
+    sp.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="leave unreadable files out (reported, and not counted) instead of failing",
+    )
+    sp.add_argument(
+        "--sum-weights", action="store_true", help="record the inputs' sum of generator weights"
+    )
+    sp.add_argument("--workers", type=int, default=None, help="Dask workers (default: all cores)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    registrations(sp)
+
+    sp = add("merge", cmd_merge, "Sum result files (in the order given) into one.")
+    sp.add_argument("inputs", nargs="+")
+    sp.add_argument("--out", required=True)
+
+    sp = add(
+        "info",
+        cmd_info,
+        "Print the record of a result file (stage, variant, inputs, timing); nothing is unpickled.",
+    )
+    sp.add_argument("result")
+    sp.add_argument("--out", help="write the record (JSON) to this file instead")
+
+    sp = add("validate", cmd_validate, "Check a workflow config against the schema.")
+    sp.add_argument("config")
+    sp.add_argument("--show", action="store_true", help="print the config with defaults filled in")
