@@ -12,7 +12,8 @@ name (``{"mass": {dataset: h}}`` and ``{dataset: {"mass": h}}`` both give ``mass
   and Z->ll of one Drell-Yan sample), else each dataset's ``process`` metadata, else
   its name. A group is data when all its datasets are.
 - **Slices**: every other category axis splits a histogram into one per category,
-  ``{name}_{value}`` (``m_vis_os``, ``hists_4j1b_nominal``).
+  ``{name}_{value}`` (``m_vis_os``, ``hists_4j1b_nominal``); in a histogram of only
+  category axes (a cutflow) the last stays its axis.
 
 The file holds ``{name}/{group}`` for every slice and group, and ``swift_rules``: a
 string with the JSON description (groups, datasets, scale factors, luminosity).
@@ -84,6 +85,8 @@ def slices(h, default_group: str):
     categories = _category_axes(h)
     split = [ax for ax in categories if ax.name != GROUP_AXIS]
     grouped = next((ax for ax in categories if ax.name == GROUP_AXIS), None)
+    if len(categories) == len(h.axes) and split:
+        split = split[:-1]  # only categories (a cutflow): the last one is the histogram's
     for values in itertools.product(*(list(ax) for ax in split)):
         where = {ax.name: _loc(ax, v) for ax, v in zip(split, values, strict=True)}
         selected = h[where] if where else h

@@ -213,6 +213,7 @@ def run_stage(
         )  # fmt: skip
     except Exception as err:
         _raise_read_error(err, inputs.entries)
+        _raise_user_error(err)
         raise
     wall = time.perf_counter() - started
     n_events = sum(inputs.entries.values())
@@ -271,6 +272,16 @@ def _raise_read_error(err: BaseException, files) -> None:
         f"{', '.join(named)}: reading failed during the run ({type(cause).__name__}: {cause}); "
         "outputs already written are kept: rerun when the file or server is back"
     ) from err
+
+
+def _raise_user_error(err: BaseException) -> None:
+    """An error of ours raised inside a chunk (a skim stage without a skim...) reaches us
+    wrapped by coffea: raise it as it was, one clear line."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, SwiftError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        raise cause from None
 
 
 def _drop_xrootd_handles() -> None:

@@ -16,6 +16,7 @@ import pytest
 import uproot
 import yaml
 from conftest import REPO, snakemake_exe
+from helpers import agc_config
 
 pytestmark = pytest.mark.slow
 
@@ -44,16 +45,16 @@ class CountProcessor(processor.ProcessorABC):
 def write_workdir(
     path: Path, *, fit: bool, extra_stage: bool, events: int = 1000, files: int = 2
 ) -> Path:
-    config = {
-        "results": "results",
-        "data": {
-            "source": "generated",
+    config = agc_config(
+        results="results",
+        data={
             "generated": {"preset": "tiny", "events_per_file": events, "files_per_sample": files},
             "files_per_group": 1,
         },
-        "stages": {"agc::ttbar": {"chunksize": 600, "options": {"btag_threshold": 0.5}}},
-        "analysis": {"fit": fit, "hepdata": fit},
-    }
+        stages={"agc::ttbar": {"chunksize": 600, "options": {"btag_threshold": 0.5}}},
+        outputs={"plots": {"include": ["hists_*_nominal"], "formats": ["png"]}},
+        analysis={"fit": fit, "hepdata": fit},
+    )
     if extra_stage:
         config["register"] = {"toy::count": {"cpu": "toy_stage:CountProcessor"}}
         config["stages"]["toy::count"] = {"options": {"scale": 1.0}}
@@ -131,6 +132,10 @@ def test_reference_workflow_end_to_end(full_run):
                  "plots/pulls.png", "hepdata/submission.yaml"):  # fmt: skip
         assert (results / name).stat().st_size > 0, name
     assert (workdir / "data/generated/fileset.json").exists()
+    # The generic outputs of the stage beside the AGC's own.
+    assert (results / "agc/ttbar/plots/hists_4j2b_nominal.png").stat().st_size > 0
+    generic = uproot.open(results / "agc/ttbar/histograms.root")
+    assert "hists_4j1b_nominal/ttbar" in [k.split(";")[0] for k in generic.keys()]
     keys = set(histogram_values(results / "histograms.root"))
     assert {"4j1b_ttbar", "4j2b_pseudodata", "4j1b_wjets_scale_var_up"} <= keys
     fit = yaml.safe_load((results / "fit/fit_results.json").read_text())
@@ -142,6 +147,7 @@ def test_report_gathers_plots_and_fit(full_run):
     snakemake(workdir, "--report", "results/report.html")
     html = (workdir / "results/report.html").read_text(errors="replace")
     assert "fit_results.json" in html and "stack_4j2b.png" in html
+    assert "hists_4j1b_nominal.png" in html
 
 
 def test_noop_rerun_does_nothing(full_run):
@@ -157,14 +163,14 @@ def test_changing_one_input_reruns_only_its_group(full_run, tmp_path):
     # New content, as when a file of a dataset is replaced (Snakemake ignores a bare
     # touch of a small file whose checksum did not change).
     changed = tmp_path / "changed.root"
-    run_cli("generate", "--sample", "wjets__nominal", "--index", "1", "--events", "1000",
-            "--seed", "99", "--out", str(changed))  # fmt: skip
+    run_cli("generate", "agc::nanoaod", "--dataset", "wjets__nominal", "--index", "1",
+            "--events", "1000", "--seed", "99", "--out", str(changed))  # fmt: skip
     os.replace(changed, target)
     jobs = planned_jobs(workdir)
     assert jobs.get("swift_process") == 1, jobs
     assert jobs.get("swift_merge_sample") == 1 and jobs.get("swift_merge") == 1
-    assert jobs.get("agc_generate") is None
-    assert {"agc_histograms", "agc_fit", "agc_plots"} <= set(jobs)
+    assert jobs.get("swift_generate") is None
+    assert {"agc_histograms", "agc_fit", "agc_plots", "swift_export", "swift_draw"} <= set(jobs)
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +186,12 @@ def test_editing_a_stage_reruns_exactly_its_jobs(two_stages):
     source = workdir / "toy_stage.py"
     source.write_text(source.read_text().replace('"""Counts jets', '"""Counts the jets'))
     jobs = planned_jobs(workdir, "all", "toy")
-    # One file per sample: 9 toy jobs, 9 sample merges, one merge; no ttbar job.
-    assert jobs == {"swift_process": 9, "swift_merge_sample": 9, "swift_merge": 1, "toy": 1}
+    # One file per sample: 9 toy jobs, 9 sample merges, one merge, its export and
+    # figures; no ttbar job.
+    assert jobs == {
+        "swift_process": 9, "swift_merge_sample": 9, "swift_merge": 1, "swift_export": 1,
+        "swift_draw": 1, "toy": 1, "all": 1,
+    }  # fmt: skip
     snakemake(workdir, "all", "toy")
 
 
@@ -298,7 +308,8 @@ def test_rules_imported_with_snakemake_module(tmp_path):
 
     for sample in cfg["data"]["samples"]:
         out = workdir / f"data/generated/{sample}/{sample}_0000.root"
-        run_cli("generate", "--sample", sample, "--events", "300", "--out", str(out))
+        run_cli("generate", "agc::nanoaod", "--dataset", sample, "--events", "300", "--out",
+                str(out))  # fmt: skip
     snakemake(workdir)
     from swift_rules.results import load_result
 
