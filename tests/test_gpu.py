@@ -142,7 +142,10 @@ def test_cpu_path_never_imports_cupy_and_the_record_names_the_variant(tiny_datas
         print(meta["variant"], "|", meta["device_reason"], "|", sys.modules["cupy"] is None)
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("SWIFT_RULES_DEVICE", None)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -96,12 +96,12 @@ def test_rewrite_rules_cache_prefix_and_stage_in_paths(tmp_path):
     }
     config["data"]["remote"] = remote
     plan = Plan(config)
-    path = plan.files["ttbar__nominal"][0][0]
+    path = plan.datasets["ttbar__nominal"].files[0].path
     assert path.startswith(eos + "/nanoAOD/TT_TuneCUETP8M1_13TeV-powheg-pythia8/")
     assert plan.local_inputs("ttbar__nominal", 0) == []
 
     config["data"]["remote"] = {**remote, "cache_prefix": "root://xcache.example:1094"}
-    path = Plan(config).files["ttbar__nominal"][0][0]
+    path = Plan(config).datasets["ttbar__nominal"].files[0].path
     assert path.startswith("root://xcache.example:1094//" + eos + "/nanoAOD/")
 
     # A local mirror: the files become local inputs that Snakemake tracks.
