@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, snakemake_exe
+from helpers import agc_config
 
 pytestmark = pytest.mark.slow
 
@@ -219,19 +220,19 @@ def test_ctrl_c_kills_the_dirac_jobs(dirac, tmp_path):
 
 # --- the reference workflow through profiles/dirac ---------------------------------------
 
-CONFIG = {
-    "results": "results",
-    "data": {
-        "source": "generated",
+CONFIG = agc_config(
+    results="results",
+    data={
         "generated": {"preset": "tiny", "events_per_file": 500, "files_per_sample": 1},
         "files_per_group": 1,
         # Three of the nine samples: every rule still runs, in half the DIRAC jobs.
         "samples": ["ttbar__nominal", "wjets__nominal", "single_top_tW__nominal"],
     },
-    "stages": {"agc::ttbar": {"chunksize": 200, "runtime": 7,
-                              "options": {"btag_threshold": 0.5}}},
-    "analysis": {"fit": False, "hepdata": False},
-}  # fmt: skip
+    stages={"agc::ttbar": {"chunksize": 200, "runtime": 7,
+                           "options": {"btag_threshold": 0.5}}},
+    outputs={"plots": {"enabled": False}},
+    analysis={"fit": False, "hepdata": False},
+)  # fmt: skip
 
 
 def workflow_dir(root: Path, name: str) -> Path:
@@ -310,7 +311,7 @@ def test_rerun_after_a_failure_completes_and_equals_a_local_run(dirac_run, local
 def test_every_workflow_job_was_a_dirac_job_with_the_stage_cpu_time(dirac_run, dirac):
     ran = [r for r in dirac["site"].ran.values() if r.get("jdl")]
     rules = {r["name"].rsplit("-", 1)[0] for r in ran}
-    assert {"agc_fileset", "swift_process", "swift_merge_sample", "swift_merge",
+    assert {"swift_fileset", "swift_process", "swift_merge_sample", "swift_merge",
             "agc_histograms", "agc_provenance"} <= rules, rules  # fmt: skip
     stage = [r["jdl"] for r in ran if r["name"].startswith("swift_process-")]
     # stages.agc::ttbar: runtime 7 minutes, 1 thread; no GPU tag.

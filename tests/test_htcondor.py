@@ -29,6 +29,7 @@ import pytest
 import uproot
 import yaml
 from conftest import REPO, snakemake_exe
+from helpers import agc_config
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +37,17 @@ POOL = REPO / ".ci" / "htcondor" / "pool.sh"
 STATE = Path(os.environ.get("SWIFT_HTCONDOR_STATE", "/var/cache/swift-rules/pool.env"))
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 HOLD_REASON = "swift-rules test: held on purpose"
-CONFIG = {
-    "results": "results",
-    "data": {
-        "source": "generated",
+CONFIG = agc_config(
+    results="results",
+    data={
         "generated": {"preset": "tiny", "events_per_file": 500, "files_per_sample": 1},
         "files_per_group": 1,
     },
-    "stages": {"agc::ttbar": {"chunksize": 200, "mem_mb": 1500, "runtime": 7,
-                              "options": {"btag_threshold": 0.5}}},
-    "analysis": {"fit": False, "hepdata": False},
-}  # fmt: skip
+    stages={"agc::ttbar": {"chunksize": 200, "mem_mb": 1500, "runtime": 7,
+                           "options": {"btag_threshold": 0.5}}},
+    outputs={"plots": {"enabled": False}},
+    analysis={"fit": False, "hepdata": False},
+)  # fmt: skip
 
 
 def _no_pool(why: str):
@@ -252,7 +253,7 @@ def test_every_job_was_an_htcondor_job_with_the_stage_resources(condor_run):
     rows = history(f'Iwd == "{path}"', "JobBatchName", "RequestMemory", "RequestCpus",
                    "RequestGpus", "MaxRuntime")  # fmt: skip
     rules = {row[0].rsplit("-", 1)[0] for row in rows}
-    assert {"agc_generate", "swift_process", "swift_merge_sample", "swift_merge",
+    assert {"swift_generate", "swift_process", "swift_merge_sample", "swift_merge",
             "agc_histograms"} <= rules, rules  # fmt: skip
     stage_jobs = [row for row in rows if row[0].startswith("swift_process")]
     # stages.agc::ttbar: mem_mb 1500, runtime 7 minutes, gpu 0, threads 1.

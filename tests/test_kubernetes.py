@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, snakemake_exe
+from helpers import agc_config
 
 pytest.importorskip("dask_kubernetes")
 kubernetes = pytest.importorskip("kubernetes")
@@ -141,14 +142,14 @@ def test_no_cluster_is_a_clear_error_in_bounded_time(tmp_path, monkeypatch):
 
 
 def write_workdir(path: Path, *, gpu: int, mem_mb: int) -> Path:
-    config = {
-        "data": {
+    config = agc_config(
+        data={
             "generated": {"preset": "tiny", "events_per_file": 100, "files_per_sample": 1},
             "files_per_group": 1,
         },
-        "stages": {"agc::ttbar": {"gpu": gpu, "mem_mb": mem_mb, "threads": 2}},
-        "analysis": {"fit": False, "hepdata": False},
-    }
+        stages={"agc::ttbar": {"gpu": gpu, "mem_mb": mem_mb, "threads": 2}},
+        analysis={"fit": False, "hepdata": False},
+    )
     (path / "config").mkdir(parents=True, exist_ok=True)
     (path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     return path

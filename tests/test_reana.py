@@ -139,6 +139,7 @@ def test_reana_yaml_names_workflow_config_inputs_and_outputs():
         f"{results}/histograms.root", f"{results}/provenance.json",
         f"{results}/fit/fit_results.json", f"{results}/fit/workspace.json",
         f"{results}/plots", f"{results}/hepdata",
+        f"{results}/agc/ttbar/histograms.root", f"{results}/agc/ttbar/plots",
     }  # fmt: skip
     assert set(OUTPUT_FILES) | set(OUTPUT_DIRS) == finals
 
@@ -277,9 +278,11 @@ def test_reana_sees_each_rule_in_the_image_with_resources_from_config(reana_env,
     proc = run([reana_env / "bin/python", "-c", LOAD_SPEC, ws], cwd=ws, pythonpath=ws)
     out = check(proc, "load_reana_spec")
     steps = {s["name"]: s for s in json.loads(out.split("SPEC=", 1)[1].splitlines()[0])}
-    assert set(steps) >= {"swift_process", "swift_merge_sample", "swift_merge", "agc_generate",
-                          "agc_fileset", "agc_histograms", "agc_provenance", "agc_fit",
-                          "agc_plots", "agc_hepdata"}  # fmt: skip
+    assert set(steps) >= {
+        "swift_process", "swift_merge_sample", "swift_merge", "swift_generate", "swift_fileset",
+        "swift_export", "swift_draw", "agc_histograms", "agc_provenance", "agc_fit", "agc_plots",
+        "agc_hepdata",
+    }  # fmt: skip
     for name, step in steps.items():
         # Shell commands only, each in our image.
         assert step["commands"] and all(c.strip() for c in step["commands"]), name
@@ -326,7 +329,7 @@ def test_snakemake7_runs_the_whole_workflow_as_reana_would(snakemake7_run):
     for d in OUTPUT_DIRS:
         assert any((ws / d).iterdir()), d
     # Every job was a shell command, printed as the engine prints it for REANA's jobs.
-    assert "swift-rules run agc::ttbar" in out and "swift-rules fit" in out
+    assert "swift-rules run agc::ttbar" in out and "swift-rules agc fit" in out
     assert re.search(r"(\d+) of \1 steps \(100%\) done", out)
 
 
