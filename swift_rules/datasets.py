@@ -8,8 +8,9 @@ A fileset is what coffea's dataset tools read and write::
 
 Dataset names are free (coffea's names from DAS queries have slashes); the file paths
 of a workflow use :func:`dataset_key` of them. Each dataset's metadata reaches the
-stage as ``events.metadata``. The AGC's published layout
-(``{process: {variation: {files: [{path, nevts}]}}}``) is read too.
+stage as ``events.metadata``. The nested layout of the Analysis Grand Challenge's
+published fileset (``{process: {variation: {files: [{path, nevts}]}}}``) is read too:
+its datasets are ``PROCESS__VARIATION``, with ``process`` and ``variation`` metadata.
 
 Imported when Snakemake parses the rule files: light (no uproot at import) and
 Python 3.8 (REANA's engine).
@@ -140,11 +141,11 @@ def _files(name: str, files: object, where: str) -> list[InputFile]:
 
 
 def parse_fileset(doc: object, where: str) -> dict[str, Dataset]:
-    """Datasets of a fileset document (coffea format, or the AGC's layout)."""
+    """Datasets of a fileset document (coffea format, or the nested layout)."""
     if not isinstance(doc, Mapping) or not doc:
         raise FilesetError(f"{where}: a fileset must be a non-empty mapping of datasets")
-    if _is_agc_layout(doc):
-        return _parse_agc_layout(doc, where)
+    if _is_nested_layout(doc):
+        return _parse_nested_layout(doc, where)
     datasets = {}
     for name, entry in doc.items():
         if not isinstance(name, str) or not name:
@@ -163,7 +164,7 @@ def parse_fileset(doc: object, where: str) -> dict[str, Dataset]:
     return datasets
 
 
-def _is_agc_layout(doc: Mapping) -> bool:
+def _is_nested_layout(doc: Mapping) -> bool:
     first = next(iter(doc.values()))
     return (
         isinstance(first, Mapping)
@@ -172,7 +173,7 @@ def _is_agc_layout(doc: Mapping) -> bool:
     )
 
 
-def _parse_agc_layout(doc: Mapping, where: str) -> dict[str, Dataset]:
+def _parse_nested_layout(doc: Mapping, where: str) -> dict[str, Dataset]:
     datasets = {}
     for process, variations in doc.items():
         for variation, entry in variations.items():

@@ -4,7 +4,7 @@
   coffea processor class named by import path (``module:Class`` or ``module.Class``).
 - **Generators**: ``namespace::name`` mapped to a class that writes generated input
   files of an analysis' datasets (``data.source: generated``).
-- **Filesets**: a short name (``agc``) for a fileset file an analysis ships.
+- **Filesets**: a short name for a fileset file an analysis ships.
 
 Registrations come from YAML (``register:``, ``generators:``, ``filesets:``
 sections), from a package's ``registry.yaml`` (config ``registries: [pkg.name]``),
@@ -216,7 +216,7 @@ class StageRegistry:
 
     def register_entry(self, entry: str, base: Path) -> None:
         """One item of config ``registries``: a YAML file (relative to ``base``) or a
-        package name (``swift_rules.agc``) whose ``registry.yaml`` to apply."""
+        package name (``mypkg.analysis``) whose ``registry.yaml`` to apply."""
         if entry.endswith((".yaml", ".yml")) or "/" in entry:
             self.register_yaml(base / entry)
         else:

@@ -38,7 +38,7 @@ def rules_path(name: str) -> str:
 
 
 def stage_dir(stage: str) -> str:
-    """``agc::ttbar`` -> ``agc/ttbar`` (a directory per stage under results)."""
+    """``mine::dimuon`` -> ``mine/dimuon`` (a directory per stage under results)."""
     return stage.replace("::", "/")
 
 
@@ -212,7 +212,7 @@ class Plan:
         return f"{namespace}::{stagename}"
 
     def stage_of_dir(self, path: str) -> str:
-        """``agc/ttbar`` -> ``agc::ttbar`` (a rule wildcard back to the stage name)."""
+        """``mine/dimuon`` -> ``mine::dimuon`` (a rule wildcard back to the stage name)."""
         return path.replace("/", "::", 1)
 
     def settings(self, stage: str) -> dict:

@@ -2,7 +2,7 @@
 
 One module per group of commands, each with ``add_commands(add)``: ``stages`` (run,
 merge, inspect), ``data`` (generate, fileset, stage-in), ``outputs`` (export, draw),
-and the broker. Analyses add a group of their own (``swift-rules agc fit``) through
+and the broker. Analyses add a group of their own (``swift-rules NAME ...``) through
 the entry-point group ``swift_rules.commands``; it is imported only when used. Each
 command imports what it needs when it runs, so ``--help`` and light commands answer
 at once.

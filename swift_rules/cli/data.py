@@ -105,7 +105,7 @@ def add_commands(add) -> None:
         "Generate input files with a registered generator: all datasets of a preset "
         "(and their fileset.json) into a folder, or one file with --dataset.",
     )
-    sp.add_argument("generator", help="registered generator (agc::nanoaod) or module:Class")
+    sp.add_argument("generator", help="registered generator (ns::name) or module:Class")
     sp.add_argument("--out", help="dataset folder, or the file with --dataset")
     sp.add_argument("--preset", default="small", help="size preset (--list shows them)")
     sp.add_argument("--list", action="store_true", help="list the generator's presets")
@@ -132,7 +132,7 @@ def add_commands(add) -> None:
         default={},
         metavar="JSON_OR_FILE",
         help='metadata per dataset: {"DATASET": {"is_data": false, "xsec": 831.8, '
-        '"process": "ttbar"}}, inline or as a JSON/YAML file',
+        '"process": "top"}}, inline or as a JSON/YAML file',
     )
     sp.add_argument("--tree", default="Events", help="tree whose entries to count")
     sp.add_argument(

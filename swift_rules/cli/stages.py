@@ -122,7 +122,7 @@ def add_commands(add) -> None:
         "Run one stage over files of one dataset; write a result file. The files come "
         "last, after --: swift-rules run STAGE --sample NAME --out OUT -- FILE...",
     )
-    sp.add_argument("stage", help="stage name, e.g. agc::ttbar")
+    sp.add_argument("stage", help="stage name, e.g. mine::dimuon")
     sp.set_defaults(input_files=[])  # the files after `--` (swift_rules.cli.run)
     sp.add_argument("--sample", required=True, help="the dataset's name")
     sp.add_argument("--files", nargs="+", help="input files or URLs (or give them after --)")

@@ -1,0 +1,57 @@
+"""The layers of the package, read from the source: the generic layer knows no analysis."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from conftest import REPO
+
+PACKAGE = REPO / "swift_rules"
+# An analysis is a subpackage with a registry.yaml (its stages, generator, fileset).
+ANALYSES = sorted(p.parent.name for p in PACKAGE.glob("*/registry.yaml"))
+NAMES = re.compile(r"\bagc\b|ttbar|tautau|\bhtt\b|higgs", re.I)
+
+
+def generic_files(*suffixes: str) -> list[Path]:
+    return [
+        p for p in sorted(PACKAGE.rglob("*"))
+        if p.suffix in suffixes and p.relative_to(PACKAGE).parts[0] not in ANALYSES
+    ]  # fmt: skip
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def test_the_reference_analyses_are_packages_beside_the_generic_layer():
+    assert "agc" in ANALYSES
+
+
+def test_no_generic_module_imports_an_analysis():
+    leaks = {
+        str(path.relative_to(REPO)): sorted(
+            m for m in imported_modules(path)
+            if any(m == f"swift_rules.{a}" or m.startswith(f"swift_rules.{a}.") for a in ANALYSES)
+        )
+        for path in generic_files(".py")
+    }  # fmt: skip
+    assert {k: v for k, v in leaks.items() if v} == {}
+
+
+def test_no_generic_file_names_an_analysis():
+    named = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in generic_files(".py", ".smk")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if NAMES.search(line)
+    ]
+    assert named == []
