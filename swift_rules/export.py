@@ -9,8 +9,8 @@ name (``{"mass": {dataset: h}}`` and ``{dataset: {"mass": h}}`` both give ``mass
   skims) or their sum of generator weights; data is never scaled.
 - **Groups** (the stacks of the plots): the categories of a ``StrCategory`` axis named
   ``process`` when the histogram has one (a stage may split a dataset, e.g. the
-  Z->ll decays of one Drell-Yan sample by lepton flavour), else each dataset's ``process`` metadata, else
-  its name. A group is data when all its datasets are.
+  Z->ll decays of one Drell-Yan sample by lepton flavour), else each dataset's
+  ``process`` metadata, else its name. A group is data when all its datasets are.
 - **Slices**: every other category axis splits a histogram into one per category,
   ``{name}_{value}`` (``m_vis_os``, ``hists_4j1b_nominal``); in a histogram of only
   category axes (a cutflow) the last stays its axis.
