@@ -32,7 +32,7 @@ def test_generated_preset_layout():
     assert plan.merged("agc::ttbar") == "results/agc/ttbar/merged.pkl"
     # The generator's metadata reaches the stage, with the dataset's events here.
     assert plan.metadata("ttbar__nominal") == {
-        "is_data": False, "process": "ttbar", "variation": "nominal", "xsec": 729.84,
+        "is_data": False, "process": "ttbar", "variation": "nominal", "xsec": 396.87 + 332.97,
         "nevents": 10_000,
     }  # fmt: skip
     assert plan.generated_fileset() == "data/generated/fileset.json"
@@ -57,7 +57,7 @@ def test_real_agc_fileset_with_a_file_limit():
     (url,) = plan.group_files("wjets__nominal", 0)
     assert url.startswith("https://") and url.endswith(".root")
     assert plan.local_inputs("wjets__nominal", 0) == []  # remote: read, not tracked
-    assert plan.datasets["wjets__nominal"].metadata["xsec"] == 15487.16
+    assert plan.datasets["wjets__nominal"].metadata["xsec"] == 61457 * 0.252
 
 
 def test_shipped_agc_fileset_is_the_published_one():

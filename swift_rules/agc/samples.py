@@ -5,13 +5,15 @@ from __future__ import annotations
 # Integrated luminosity of the AGC's 2015 CMS Open Data, in /pb.
 LUMINOSITY_PB = 3378.0
 
-# Cross sections in pb, as in the AGC reference (wjets: 61457 pb x 0.252 filter efficiency).
+# Cross sections in pb, written as the AGC writes them (utils/file_input.py of
+# iris-hep/analysis-grand-challenge), so that the floats are the AGC's to the last bit:
+# rounded values made single top t-channel histograms 1.55e-5 and W+jets 2.6e-7 off.
 CROSS_SECTIONS_PB = {
-    "ttbar": 729.84,
-    "single_top_s_chan": 3.2944,
-    "single_top_t_chan": 234.79,
-    "single_top_tW": 75.842,
-    "wjets": 15487.16,
+    "ttbar": 396.87 + 332.97,  # non-all-hadronic + all-hadronic
+    "single_top_s_chan": 2.0268 + 1.2676,
+    "single_top_t_chan": (36.993 + 22.175) / 0.252,  # from the lepton filter to inclusive
+    "single_top_tW": 37.936 + 37.906,
+    "wjets": 61457 * 0.252,  # e/mu + nu final states
 }
 
 # The nine (process, variation) sample sets of the AGC fileset.
