@@ -77,7 +77,9 @@ def write_workdir(
     return path
 
 
-def snakemake(workdir: Path, *args: str, check=True, **kwargs) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, check=True, env=None, **kwargs
+) -> subprocess.CompletedProcess:
     snakefile = workdir / "Snakefile"
     if not snakefile.exists():
         snakefile = REPO / "workflow" / "Snakefile"
@@ -85,7 +87,8 @@ def snakemake(workdir: Path, *args: str, check=True, **kwargs) -> subprocess.Com
         snakemake_exe(), "--profile", str(REPO / "profiles" / "local"), "--snakefile",
         str(snakefile), "--directory", str(workdir), "--cores", "2", *args,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": f"{workdir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = f"{workdir}{os.pathsep}{env.get('PYTHONPATH', '')}"
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -316,3 +319,19 @@ def test_rules_imported_with_snakemake_module(tmp_path):
     output, meta = load_result(workdir / "results/toy/count/merged.pkl")
     assert set(output["jets"]) == {"ttbar__nominal", "wjets__nominal"}
     assert meta["events"] == {"ttbar__nominal": 300, "wjets__nominal": 300}
+
+
+def test_a_local_run_says_nothing_about_htcondor(tmp_path):
+    # Snakemake imports every executor plugin at start-up; the HTCondor bindings warn
+    # about a missing CONDOR_CONFIG. A user without HTCondor must not see it.
+    defaults = ("/etc/condor/condor_config", "/usr/local/etc/condor_config")
+    if any(Path(p).is_file() for p in defaults):
+        pytest.skip("this machine has an HTCondor configuration: the bindings do not warn")
+    workdir = write_workdir(tmp_path, fit=False, extra_stage=False)
+    env = {k: v for k, v in os.environ.items() if k != "CONDOR_CONFIG"}
+    env["HOME"] = str(tmp_path)  # no ~/.condor
+    proc = snakemake(workdir, "--dry-run", env=env)
+    text = proc.stdout + proc.stderr
+    assert "condor" not in text.lower().replace("htcondor_request", "").replace(
+        "swift_rules/backends", ""
+    ), text[-3000:]
