@@ -17,6 +17,7 @@ from pathlib import Path
 from swift_rules import device, fingerprint, remote
 from swift_rules.config import ConfigError, validate_config
 from swift_rules.datasets import Dataset, InputFile, dataset_key, read_fileset
+from swift_rules.options import check_options
 from swift_rules.registry import REGISTRY, RegistryError, load_registrations
 from swift_rules.remote import is_remote
 
@@ -186,6 +187,10 @@ class Plan:
 
     def _check_stages(self) -> None:
         for stage, settings in self.config["stages"].items():
+            # Options are checked against the stage's source now, not in the first job.
+            entry = self.registry.get(stage)
+            for d in device.possible_devices(entry, settings["device"]):
+                check_options(stage, entry.variants[d].target, settings["options"])
             seen = [stage]
             up = settings["input"]
             while up is not None:

@@ -260,9 +260,8 @@ def test_gpu_asked_for_a_stage_without_gpu_variant_fails_at_planning():
         data={"generated": {"preset": "tiny"}},
         stages={"ns::cpu_only": {"device": "gpu"}},
     )
-    plan = Plan(cfg, registry=StageRegistry(builtins=False))
     with pytest.raises(DeviceError, match="ns::cpu_only.*no GPU variant"):
-        plan.code_fingerprint("ns::cpu_only")
+        Plan(cfg, registry=StageRegistry(builtins=False))
 
 
 def test_stage_module_that_cannot_be_found_fails_at_planning():
@@ -331,9 +330,13 @@ def test_validate_command(tmp_path):
     good.write_text("stages:\n  agc::ttbar: {}\n")
     assert "valid" in run_cli("validate", str(good)).stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text("executor:\n  type: slurm\n")
+    bad.write_text("executor:\n  type: kafka\n")
     proc = run_cli("validate", str(bad), check=False)
-    assert proc.returncode == 2 and "executor.type: 'slurm'" in proc.stderr
+    assert proc.returncode == 2 and "executor.type: 'kafka'" in proc.stderr
+    options = tmp_path / "options.yaml"
+    options.write_text("stages:\n  agc::ttbar: {options: {btag_threshold: high}}\n")
+    proc = run_cli("validate", str(options), check=False)
+    assert proc.returncode == 2 and "btag_threshold: 'high' is not a number" in proc.stderr
 
 
 def test_planning_imports_no_stage_and_no_coffea():
@@ -371,3 +374,68 @@ def test_packages_installed_elsewhere_are_not_fingerprinted(tmp_path, monkeypatc
     monkeypatch.syspath_prepend(str(view))
     monkeypatch.syspath_prepend(str(tmp_path))
     assert sorted(module_closure(["mystage"], ["mystage"])) == ["myhelpers", "mystage"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"btag_threshold": "high"},
+         r"stages\.agc::ttbar\.options\.btag_threshold: 'high' is not a number"),
+        ({"btag_treshold": 0.5}, r"stage agc::ttbar has no option 'btag_treshold'"),
+        ({"btag_branch": 3}, r"btag_branch: 3 is not a string"),
+    ],
+)  # fmt: skip
+def test_stage_options_are_checked_when_the_workflow_is_planned(options, message):
+    # Read from the stage's __init__ in its source: no job runs, nothing is imported.
+    cfg = agc_config(stages={"agc::ttbar": {"options": options}})
+    with pytest.raises(ConfigError, match=message) as err:
+        Plan(cfg)
+    assert 'takes btag_branch="btagCSVV2", btag_threshold=0.5' in str(err.value)
+
+
+USER_STAGE = """
+from coffea import processor
+
+
+class Base(processor.ProcessorABC):
+    def __init__(self, bins: int = 10, edges: list | None = None, label="x", **extra):
+        self.bins = bins
+
+
+class Derived(Base):
+    pass
+
+
+class Schema(processor.ProcessorABC):
+    options_schema = {"type": "object", "additionalProperties": False,
+                      "properties": {"mode": {"enum": ["fast", "exact"]}}}
+
+    def __init__(self, **options):
+        self.options = options
+
+
+class NoOptions(processor.ProcessorABC):
+    def process(self, events):
+        return {}
+"""
+
+
+def test_user_stages_declare_their_options_by_signature_or_schema(tmp_path, monkeypatch):
+    (tmp_path / "user_stage_mod.py").write_text(USER_STAGE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from swift_rules.options import OptionsError, check_options
+
+    check_options("u::d", "user_stage_mod:Derived", {"bins": 20, "edges": None, "more": 1})
+    with pytest.raises(OptionsError, match=r"options\.bins: 2\.5 is not an integer"):
+        check_options("u::d", "user_stage_mod:Derived", {"bins": 2.5})
+    with pytest.raises(OptionsError, match=r"options\.label: 1 is not a string"):
+        check_options("u::d", "user_stage_mod:Derived", {"label": 1})
+    with pytest.raises(OptionsError, match=r"options\.edges: 'a' is not a list"):
+        check_options("u::d", "user_stage_mod:Derived", {"edges": "a"})
+    check_options("u::s", "user_stage_mod:Schema", {"mode": "fast"})
+    with pytest.raises(OptionsError, match=r"stages\.u::s\.options\.mode: 'slow' is not one of"):
+        check_options("u::s", "user_stage_mod:Schema", {"mode": "slow"})
+    with pytest.raises(OptionsError, match=r"has no option 'x'.*takes no options"):
+        check_options("u::n", "user_stage_mod:NoOptions", {"x": 1})
+    # A stage whose source cannot be read is not checked (the job says what is wrong).
+    check_options("u::z", "not_a_module_anywhere:Z", {"x": 1})

@@ -98,9 +98,17 @@ def cmd_info(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from swift_rules import device
     from swift_rules.config import load_config
+    from swift_rules.options import check_options
+    from swift_rules.registry import REGISTRY, load_registrations
 
     config = load_config(args.config)
+    registry = load_registrations(config, registry=REGISTRY)
+    for stage, settings in config["stages"].items():
+        entry = registry.get(stage)
+        for d in device.possible_devices(entry, settings["device"]):
+            check_options(stage, entry.variants[d].target, settings["options"])
     print(f"{args.config}: valid")
     if args.show:
         print(json.dumps(config, indent=2))
@@ -180,6 +188,11 @@ def add_commands(add) -> None:
     sp.add_argument("result")
     sp.add_argument("--out", help="write the record (JSON) to this file instead")
 
-    sp = add("validate", cmd_validate, "Check a workflow config against the schema.")
+    sp = add(
+        "validate",
+        cmd_validate,
+        "Check a workflow config against the schema, and its stages' options against the "
+        "stages' signatures.",
+    )
     sp.add_argument("config")
     sp.add_argument("--show", action="store_true", help="print the config with defaults filled in")
