@@ -132,6 +132,9 @@ def merge_meta(metas: list[dict]) -> dict:
         "source_events": _sum_counts(metas, "source_events"),
         "files": _values(metas, "files"),
         "skipped_files": _values(metas, "skipped_files"),
+        "damaged_chunks": dict(
+            sorted(kv for m in metas for kv in (m.get("damaged_chunks") or {}).items())
+        ),
         "parts": sum(m.get("parts", 1) for m in metas),
     }
     if any("sum_weights" in m for m in metas):

@@ -16,28 +16,25 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from swift_rules import device, fingerprint
 from swift_rules.clusters import dask_client
 from swift_rules.errors import SwiftError
+from swift_rules.inputs import BAD_KEY, DONE_KEY, TREE, ChunkGuard, InputError, Inputs, check_inputs
 from swift_rules.registry import REGISTRY, StageRegistry
 from swift_rules.remote import is_remote
 from swift_rules.results import save_result
-from swift_rules.skims import SKIM_KEY, SkimCollector, read_record, write_skim
+from swift_rules.skims import SKIM_KEY, SkimCollector, write_skim
+
+__all__ = ["EXECUTOR_ENV", "InputError", "check_inputs", "default_workers", "run_stage"]
 
 log = logging.getLogger("swift_rules.runner")
 
-TREE = "Events"
 # Executor settings of workflow jobs (JSON), set by the rule files: see stages.smk.
 EXECUTOR_ENV = "SWIFT_RULES_EXECUTOR"
 VERSIONED = ("swift-rules", "coffea", "uproot", "awkward", "hist", "numpy", "numba", "dask")
-
-
-class InputError(SwiftError):
-    """An input file is unreadable, truncated or lacks a branch the stage needs."""
 
 
 def software_versions() -> dict[str, str]:
@@ -48,125 +45,6 @@ def software_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-@dataclass
-class Inputs:
-    """What the up-front check found: entries per readable file, files skipped, and
-    the source events (and generator weights) behind the files."""
-
-    entries: dict[str, int] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    source_events: int = 0
-    sum_weights: float | None = None
-
-    @property
-    def format(self) -> str:
-        return "parquet" if any(p.endswith(".parquet") for p in self.entries) else "root"
-
-
-def _check_complete(path: str, fh) -> None:
-    """A truncated file can still open (its header and tree metadata come first):
-    compare the size the header promises with the size on disk."""
-    if is_remote(path):
-        return
-    expected, actual = fh.file.fEND, os.path.getsize(path)
-    if actual < expected:
-        raise OSError(f"file is truncated: {actual} of {expected} bytes")
-
-
-def _sum_weights_root(fh, path: str, tree) -> float:
-    """The sum of generator weights of a NanoAOD file: ``Runs/genEventSumw`` (which counts
-    the events before any skim), else the sum of ``Events/genWeight``."""
-    if "Runs" in fh and "genEventSumw" in fh["Runs"].keys():
-        return float(fh["Runs"]["genEventSumw"].array(library="np").sum())
-    if "genWeight" in tree.keys():
-        return float(tree["genWeight"].array(library="np").sum(dtype="float64"))
-    raise InputError(
-        f"{path}: outputs.normalise_by is sum_weights, but the file has neither "
-        "Runs/genEventSumw nor Events/genWeight"
-    )
-
-
-def _open_root(path: str, tree_name: str, required, sum_weights: bool):
-    import uproot
-
-    with uproot.open(path, timeout=60) as fh:
-        if tree_name not in fh:
-            raise InputError(f"{path}: has no TTree named {tree_name!r}")
-        tree = fh[tree_name]
-        n = tree.num_entries
-        keys = set(tree.keys())
-        _check_complete(path, fh)
-        missing = [b for b in required if b not in keys]
-        if missing:
-            raise InputError(f"{path}: missing branch(es) {', '.join(missing)}")
-        weights = _sum_weights_root(fh, path, tree) if sum_weights else None
-    return n, n, weights
-
-
-def _open_parquet(path: str, required, sum_weights: bool):
-    import pyarrow.parquet as pq
-
-    meta = pq.ParquetFile(path).metadata
-    columns = {meta.schema.column(i).path.split(".")[0] for i in range(meta.num_columns)}
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-    record = read_record(path)
-    source = sum((record.get("source_events") or {"": meta.num_rows}).values())
-    weights = None
-    if sum_weights:
-        if "sum_weights" not in record:
-            raise InputError(
-                f"{path}: outputs.normalise_by is sum_weights, but the skim's record has no "
-                "sum of generator weights: rerun its stage with this setting"
-            )
-        weights = sum(record["sum_weights"].values())
-    return meta.num_rows, source, weights
-
-
-def check_inputs(
-    files: Sequence[str],
-    required: Sequence[str],
-    skip_bad_files: bool,
-    tree: str = TREE,
-    sum_weights: bool = False,
-) -> Inputs:
-    """Open every file up front: entries per readable file, files skipped, source events.
-
-    Unreadable or truncated files are an error naming the file, or skipped when
-    ``skip_bad_files``; a missing branch is always an error (it is a setting or
-    a dataset problem, not a damaged file).
-    """
-    found = Inputs(sum_weights=0.0 if sum_weights else None)
-    for path in files:
-        try:
-            if path.endswith(".parquet"):
-                n, source, weights = _open_parquet(path, required, sum_weights)
-            else:
-                n, source, weights = _open_root(path, tree, required, sum_weights)
-        except InputError:
-            raise
-        except Exception as err:  # uproot and pyarrow raise many kinds for damaged files
-            if skip_bad_files:
-                log.warning("skipping unreadable file %s: %s", path, err)
-                found.skipped.append(path)
-                continue
-            why = (
-                "is the server up, does the file exist, is data.remote right?"
-                if is_remote(path)
-                else "it may be corrupt or truncated."
-            )
-            raise InputError(
-                f"{path}: cannot be read ({type(err).__name__}: {err}); {why} "
-                "Set skip_bad_files: true to leave it out"
-            ) from err
-        found.entries[path] = n
-        found.source_events += source
-        if weights is not None:
-            found.sum_weights += weights
-    return found
 
 
 def run_stage(
@@ -216,7 +94,14 @@ def run_stage(
         _raise_user_error(err)
         raise
     wall = time.perf_counter() - started
-    n_events = sum(inputs.entries.values())
+    done, damaged = _account(output, inputs)
+    if damaged and not skip_bad_files:
+        where, why = next(iter(damaged.items()))
+        raise InputError(
+            f"{where} cannot be read: {why}. The file is damaged; set skip_bad_files: true "
+            "to leave out its unreadable chunks (they are reported, and not counted)"
+        )
+    n_events = sum(done.values())
     meta = {
         "stage": stage_name,
         "variant": choice.device,
@@ -229,8 +114,9 @@ def run_stage(
         "sample": sample,
         "dataset_metadata": {"dataset": sample, **dict(sample_metadata or {})},
         "files": sorted(inputs.entries),
-        "entries": inputs.entries,
+        "entries": done,
         "skipped_files": inputs.skipped,
+        "damaged_chunks": damaged,
         "events": {sample: n_events},
         "source_events": {sample: inputs.source_events},
         "software": software_versions(),
@@ -254,7 +140,27 @@ def run_stage(
         + (f"; skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}" if skipped else ""),
         file=sys.stderr,
     )
+    for where, why in damaged.items():
+        print(f"[swift-rules] left out, unreadable: {where}: {why}", file=sys.stderr)
     return output, meta
+
+
+def _account(output, inputs: Inputs) -> tuple[dict[str, int], dict[str, str]]:
+    """Events processed per file (damaged chunks left out) and the chunks left out; the
+    source events and generator weights of the inputs follow what was processed."""
+    done = output.pop(DONE_KEY, {}) if isinstance(output, dict) else {}
+    damaged = dict(sorted((output.pop(BAD_KEY, {}) if isinstance(output, dict) else {}).items()))
+    entries = {f: done.get(f, 0) for f in inputs.entries}
+    if damaged:
+        # A ROOT file's source events are the events processed from it; a damaged
+        # chunk's generator weights are unknown: they are taken as the file's average.
+        for path, n in inputs.entries.items():
+            if path.endswith(".parquet") or n == 0:
+                continue
+            inputs.source_events -= n - entries[path]
+            if inputs.sum_weights is not None:
+                inputs.sum_weights -= inputs.weights[path] * (n - entries[path]) / n
+    return entries, damaged
 
 
 def _raise_read_error(err: BaseException, files) -> None:
@@ -352,6 +258,7 @@ def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
     NanoAODSchema.warn_missing_crossrefs = False
     if skim:
         proc = SkimCollector(proc, list(files))
+    proc = ChunkGuard(proc, tree)
     with dask_client(executor, workers) as client:
         if client is None:
             # No retries (as with Dask): a retry after a failed remote read meets a

@@ -14,10 +14,10 @@ def cmd_histograms(args) -> int:
     output, meta = load_result(args.merged)
     h = normalised_histogram(output, meta["events"], meta.get("datasets"))
     write_histograms_root(h, args.out, processed=processed_sets(meta))
-    if meta.get("skipped_files"):
+    left_out = [*meta.get("skipped_files", []), *meta.get("damaged_chunks", {})]
+    if left_out:
         print(
-            "[swift-rules] left out of the normalisation, as unreadable: "
-            + ", ".join(meta["skipped_files"]),
+            "[swift-rules] left out of the normalisation, as unreadable: " + ", ".join(left_out),
             file=sys.stderr,
         )
     return 0
