@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 TREE = "Events"
 DONE_KEY = "_swift_rules_events"  # events of the chunks processed, per file
 BAD_KEY = "_swift_rules_bad_chunks"  # (file, start, stop) -> what cannot be read
+# A stage's notes for its result's record (``{topic: {files or values}}``, sets that
+# merge by union), e.g. that it recomputed a branch the file lacks.
+NOTES_KEY = "_swift_rules_notes"
 
 
 class InputError(SwiftError):
@@ -72,6 +75,25 @@ def _sum_weights_root(fh, path: str, tree) -> float:
     )
 
 
+def missing_branches(required, keys) -> list[str]:
+    """What of ``required`` is not in ``keys``. An entry is a branch name, or a list of
+    alternatives (each a name or a tuple of names) of which one must be complete."""
+    missing = []
+    for need in required:
+        if isinstance(need, str):
+            if need not in keys:
+                missing.append(need)
+            continue
+        options = [(o,) if isinstance(o, str) else tuple(o) for o in need]
+        if not any(all(b in keys for b in option) for option in options):
+            first, *others = options
+            text = ", ".join(b for b in first if b not in keys)
+            for option in others:
+                text += " (or: " + ", ".join(b for b in option if b not in keys) + ")"
+            missing.append(text)
+    return missing
+
+
 def _open_root(path: str, tree_name: str, required, sum_weights: bool):
     import uproot
 
@@ -82,7 +104,7 @@ def _open_root(path: str, tree_name: str, required, sum_weights: bool):
         n = tree.num_entries
         keys = set(tree.keys())
         _check_complete(path, fh)
-        missing = [b for b in required if b not in keys]
+        missing = missing_branches(required, keys)
         if missing:
             raise InputError(f"{path}: missing branch(es) {', '.join(missing)}")
         weights = _sum_weights_root(fh, path, tree) if sum_weights else None
@@ -94,7 +116,7 @@ def _open_parquet(path: str, required, sum_weights: bool):
 
     meta = pq.ParquetFile(path).metadata
     columns = {meta.schema.column(i).path.split(".")[0] for i in range(meta.num_columns)}
-    missing = [c for c in required if c not in columns]
+    missing = missing_branches(required, columns)
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
     record = read_record(path)

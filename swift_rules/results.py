@@ -137,6 +137,12 @@ def merge_meta(metas: list[dict]) -> dict:
         ),
         "parts": sum(m.get("parts", 1) for m in metas),
     }
+    notes: dict[str, set] = {}
+    for meta in metas:
+        for topic, values in (meta.get("notes") or {}).items():
+            notes.setdefault(topic, set()).update(values)
+    if notes:
+        merged["notes"] = {k: sorted(v) for k, v in sorted(notes.items())}
     if any("sum_weights" in m for m in metas):
         merged["sum_weights"] = _sum_counts(metas, "sum_weights")
     datasets: dict[str, dict] = {}

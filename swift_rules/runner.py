@@ -22,7 +22,16 @@ from pathlib import Path
 from swift_rules import device, fingerprint
 from swift_rules.clusters import dask_client
 from swift_rules.errors import SwiftError
-from swift_rules.inputs import BAD_KEY, DONE_KEY, TREE, ChunkGuard, InputError, Inputs, check_inputs
+from swift_rules.inputs import (
+    BAD_KEY,
+    DONE_KEY,
+    NOTES_KEY,
+    TREE,
+    ChunkGuard,
+    InputError,
+    Inputs,
+    check_inputs,
+)  # fmt: skip
 from swift_rules.registry import REGISTRY, StageRegistry
 from swift_rules.remote import is_remote
 from swift_rules.results import save_result
@@ -126,6 +135,9 @@ def run_stage(
     }
     if inputs.sum_weights is not None:
         meta["sum_weights"] = {sample: inputs.sum_weights}
+    notes = output.pop(NOTES_KEY, None) if isinstance(output, dict) else None
+    if notes:
+        meta["notes"] = {k: sorted(v) for k, v in sorted(notes.items())}
     meta = json.loads(json.dumps(meta, sort_keys=True, default=str))  # as read back
     if skim:
         skim_out = Path(skim_out) if skim_out else Path(out).with_suffix(".parquet")

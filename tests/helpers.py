@@ -27,3 +27,45 @@ def merge(base: dict, extra: dict) -> dict:
 def agc_config(**sections) -> dict:
     """A config for the AGC on generated data, with ``sections`` merged in."""
     return merge(AGC_BASE, sections)
+
+
+def coffea_sample(name: str):
+    """A real NanoAOD test file from coffea's source distribution on PyPI (the locked
+    version), downloaded once into .cache/coffea-samples/. Skips when PyPI is out of
+    reach."""
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    import pytest
+
+    repo = Path(__file__).resolve().parents[1]
+    version = next(
+        line.split("==")[1].strip()
+        for line in (repo / "environment/requirements.lock").read_text().splitlines()
+        if line.startswith("coffea==")
+    )
+    cache = repo / ".cache" / "coffea-samples" / version
+    target = cache / name
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    sdist = cache / f"coffea-{version}.tar.gz"
+    if not sdist.exists():
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+             f"coffea=={version}", "-d", str(cache), "-q"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if proc.returncode != 0 or not sdist.exists():
+            pytest.skip(
+                f"cannot download coffea {version}'s sources from PyPI: {proc.stderr[-300:]}"
+            )
+    with tarfile.open(sdist) as tar:
+        member = tar.getmember(f"coffea-{version}/tests/samples/{name}")
+        data = tar.extractfile(member).read()
+    tmp = target.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return target

@@ -16,9 +16,11 @@ import numpy as np
 from coffea import processor
 
 from swift_rules.agc import kernels
+from swift_rules.agc.jet_id import JET_ID_INPUTS, tight_lepton_veto_id
 from swift_rules.agc.samples import BINS, HIGH, LOW, REGIONS, split_sample_name
+from swift_rules.inputs import NOTES_KEY
 
-JET_COLUMNS = ("pt", "eta", "phi", "mass", "jetId")
+JET_COLUMNS = ("pt", "eta", "phi", "mass")
 ELECTRON_COLUMNS = ("pt", "eta", "cutBased", "sip3d")
 MUON_COLUMNS = ("pt", "eta", "tightId", "sip3d", "pfRelIso04_all")
 # NanoEvents builds lepton collections only when these exist, even if unused here.
@@ -87,11 +89,13 @@ class TtbarProcessor(processor.ProcessorABC):
         self.btag_branch = btag_branch
         self.btag_threshold = float(btag_threshold)
 
-    def required_branches(self) -> list[str]:
-        """The branches read, for an up-front check with a clear error."""
+    def required_branches(self) -> list:
+        """The branches read, for an up-front check with a clear error. The jet ID is
+        ``Jet_jetId``, or (NanoAOD v15, which has none) the inputs of its recipe."""
         return [
             *EVENT_COLUMNS,
             *(f"Jet_{c}" for c in (*JET_COLUMNS, self.btag_branch)),
+            [("Jet_jetId",), tuple(f"Jet_{c}" for c in JET_ID_INPUTS)],
             *(f"Electron_{c}" for c in (*ELECTRON_COLUMNS, *CANDIDATE_COLUMNS)),
             *(f"Muon_{c}" for c in (*MUON_COLUMNS, *CANDIDATE_COLUMNS)),
         ]
@@ -111,12 +115,24 @@ class TtbarProcessor(processor.ProcessorABC):
     def columns(self, events) -> dict:
         """The flat host columns the selection needs: per collection a dict of
         contents plus ``offsets``, and ``ids`` (run, luminosityBlock, event)."""
+        jets = self._columns(events, "Jet", (*JET_COLUMNS, self.btag_branch))
+        if "jetId" in events.Jet.fields:
+            jets["jetId"] = _flat(events.Jet.jetId)[0]
+        else:
+            recipe = self._columns(events, "Jet", JET_ID_INPUTS)
+            jets["jetId"] = tight_lepton_veto_id(recipe)
         return {
-            "Jet": self._columns(events, "Jet", (*JET_COLUMNS, self.btag_branch)),
+            "Jet": jets,
             "Electron": self._columns(events, "Electron", ELECTRON_COLUMNS),
             "Muon": self._columns(events, "Muon", MUON_COLUMNS),
             "ids": tuple(ak.to_numpy(events[c]) for c in EVENT_COLUMNS),
         }
+
+    def notes(self, events) -> dict:
+        """What the record says of this chunk: files whose jet ID was recomputed."""
+        if "jetId" in events.Jet.fields:
+            return {}
+        return {NOTES_KEY: {"jet_id_recomputed": {events.metadata.get("filename", "?")}}}
 
     def process(self, events):
         meta = events.metadata
@@ -126,7 +142,7 @@ class TtbarProcessor(processor.ProcessorABC):
         else:  # a run without a fileset's metadata: the AGC's PROCESS__VARIATION names
             process_name, variation = split_sample_name(sample)
         h = self.histograms(self.columns(events), process_name, variation)
-        return {"hists": {sample: h}, "nevts": {sample: len(events)}}
+        return {"hists": {sample: h}, "nevts": {sample: len(events)}, **self.notes(events)}
 
     def histograms(self, columns: dict, process_name: str, variation: str) -> hist.Hist:
         """Selection, observables, systematics and weights of one chunk's columns."""
