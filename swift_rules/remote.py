@@ -7,6 +7,8 @@ parses the rules: light, and Python 3.8 (REANA's engine).
 
 from __future__ import annotations
 
+import posixpath
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +22,13 @@ class RemoteError(SwiftError):
     """A remote input cannot be read or copied."""
 
 
+# A URL's scheme (RFC 3986): a letter, then letters, digits, "+", "-" or "." (root,
+# https, xroots, s3...). A local path that merely contains "://" is not a URL.
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def is_remote(path: str) -> bool:
-    return "://" in path
+    return SCHEME.match(path) is not None
 
 
 def rewrite(path: str, remote: Mapping) -> str:
@@ -39,12 +46,16 @@ def rewrite(path: str, remote: Mapping) -> str:
 
 
 def staged_path(url: str, folder: str) -> str:
-    """Where the stage-in rule copies ``url``: ``folder/HOST[_PORT]/PATH``."""
+    """Where the stage-in rule copies ``url``: ``folder/HOST[_PORT]/PATH``, never outside
+    ``folder`` (a host or path of ``..`` would write over the workflow's own files)."""
     parts = urlsplit(url)
     host = parts.netloc.replace(":", "_")
-    path = parts.path.lstrip("/")
-    if not host or not path or ".." in Path(path).parts:
+    path = posixpath.normpath(parts.path.lstrip("/")) if parts.path.strip("/") else ""
+    bad_host = not host or host in (".", "..") or "/" in host or "\\" in host
+    if not is_remote(url) or bad_host or not path or path.startswith(".."):
         raise RemoteError(f"cannot stage in {url!r}: expected scheme://host/path")
+    if ".." in Path(parts.path).parts:
+        raise RemoteError(f"cannot stage in {url!r}: its path leaves the stage-in folder")
     return f"{folder.rstrip('/')}/{host}/{path}"
 
 

@@ -335,3 +335,21 @@ def test_a_local_run_says_nothing_about_htcondor(tmp_path):
     assert "condor" not in text.lower().replace("htcondor_request", "").replace(
         "swift_rules/backends", ""
     ), text[-3000:]
+
+
+def test_results_path_with_spaces_and_shell_metacharacters(tmp_path):
+    # Every value that reaches a shell command is quoted: nothing runs, nothing breaks.
+    workdir = write_workdir(tmp_path, fit=True, extra_stage=False)
+    cfg_path = workdir / "config/config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    results = "my results $(touch pwned) `touch pwned2`; 'q'"
+    cfg["results"] = results
+    cfg["data"]["samples"] = None
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    snakemake(workdir)
+    assert not (workdir / "pwned").exists() and not (workdir / "pwned2").exists()
+    out = workdir / results
+    for name in ("histograms.root", "provenance.json", "fit/fit_results.json",
+                 "plots/stack_4j1b.png", "hepdata/submission.yaml",
+                 "agc/ttbar/histograms.root"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
