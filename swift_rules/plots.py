@@ -43,6 +43,12 @@ def figure_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", name.replace("/", "__"))
 
 
+def _is_category(axis) -> bool:
+    import hist
+
+    return isinstance(axis, (hist.axis.StrCategory, hist.axis.IntCategory))
+
+
 def _values(h):
     values, variances = h.values(flow=False), h.variances(flow=False)
     return values, (variances if variances is not None else values)
@@ -61,8 +67,12 @@ def draw(name: str, groups: dict, description: dict, outdir: Path, formats, log_
         (g for g in groups if not info[g]["is_data"]), key=lambda g: _values(groups[g])[0].sum()
     )
     data = [g for g in groups if info[g]["is_data"]]
-    edges = next(iter(groups.values())).axes[0].edges
-    label = next(iter(groups.values())).axes[0].label or name
+    axis = next(iter(groups.values())).axes[0]
+    categories = (
+        [str(c) for c in axis] if not hasattr(axis, "edges") or _is_category(axis) else None
+    )
+    edges = np.arange(len(categories) + 1.0) if categories else axis.edges
+    label = axis.label or name
     with matplotlib.style.context(
         [mplhep.style.CMS, {"savefig.dpi": DPI, "svg.hashsalt": "swift"}]
     ):
@@ -110,6 +120,10 @@ def draw(name: str, groups: dict, description: dict, outdir: Path, formats, log_
         else:
             ax.set_ylim(0, top * 1.5)  # room for the legend
         ax.set_xlim(edges[0], edges[-1])
+        if categories:  # a cutflow: one labelled bin per category
+            (rax or ax).set_xticks(0.5 + np.arange(len(categories)), categories, rotation=30,
+                                   ha="right")  # fmt: skip
+            (rax or ax).minorticks_off()
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(handles[::-1], labels[::-1], ncol=2, fontsize="x-small", loc="upper right")
         lumi = description.get("luminosity")

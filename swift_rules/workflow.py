@@ -123,7 +123,7 @@ class Plan:
             key = dataset_key(name)
             files = []
             for i in range(n_files):
-                path = f"{gen['directory']}/{key}/{key}_{i:04d}.root"
+                path = self.generated_path(key, i)
                 self.generated[path] = (key, i, events)
                 files.append(InputFile(path, "Events", events))
             datasets[name] = Dataset(name, files, dict(spec.get("metadata") or {}))
@@ -144,6 +144,15 @@ class Plan:
             return self.staged_urls[local]
         except KeyError:
             raise KeyError(f"{local} is not the stage-in copy of any file of the fileset") from None
+
+    def generated_path(self, key: str, index: int | str) -> str:
+        directory = self.config["data"]["generated"]["directory"]
+        return f"{directory}/{key}/{key}_{int(index):04d}.root"
+
+    def generator_fingerprint(self) -> str:
+        """Hash of the generator's code: an edit of it writes the files anew."""
+        entry, _ = self.generator
+        return fingerprint.code_fingerprint([entry.module])
 
     def generation_args(self, path: str) -> str:
         """Arguments of the ``swift-rules generate`` job that writes generated ``path``."""

@@ -353,3 +353,18 @@ def test_results_path_with_spaces_and_shell_metacharacters(tmp_path):
                  "plots/stack_4j1b.png", "hepdata/submission.yaml",
                  "agc/ttbar/histograms.root"):  # fmt: skip
         assert (out / name).stat().st_size > 0, name
+
+
+def test_a_new_generator_setting_regenerates_the_inputs(full_run):
+    workdir, _ = full_run
+    cfg_path = workdir / "config/config.yaml"
+    original = cfg_path.read_text()
+    cfg = yaml.safe_load(original)
+    cfg["data"]["generated"]["seed"] = 43
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        cfg_path.write_text(original)
+    # Two files of each of the nine datasets (files_per_sample 2), one job per file.
+    assert jobs.get("swift_generate") == 18 and jobs.get("swift_process") == 18, jobs

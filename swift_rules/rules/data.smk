@@ -15,7 +15,10 @@ if SR.generated:
         wildcard_constraints:
             index=r"\d{4}",
         params:
-            args=lambda w, output: SR.generation_args(output[0]),
+            # From the wildcards, not the output: Snakemake records params that need the
+            # output as empty, so a new size or seed would not rerun the file.
+            args=lambda w: SR.generation_args(SR.generated_path(w.dataset, w.index)),
+            code=SR.generator_fingerprint(),
         log:
             SR.results + "/logs/generate/{dataset}_{index}.log",
         resources:
