@@ -13,9 +13,10 @@ import sys
 import tomllib
 from pathlib import Path
 
+import hist
 import pytest
 import yaml
-from conftest import REPO, run_cli, snakemake_exe
+from conftest import REPO, nanoaod_file, run_cli, snakemake_exe
 
 from swift_rules.datasets import read_fileset
 from swift_rules.device import gpu_status
@@ -370,6 +371,31 @@ def test_installed_project_switches_to_real_files_as_its_docs_say(minimal, minim
     assert jobs["swift_skim"] == 3 and jobs["swift_process"] == 3, jobs
     assert "swift_generate" not in jobs
     assert "results/dimuon_search/skim/skims/DoubleMuon_Run2016H/group0000.parquet" in dry.stdout
+
+
+@pytest.mark.filterwarnings("ignore:Branch Photon_.* already exists:RuntimeWarning")  # coffea's
+def test_installed_project_stages_read_real_nanoaod(minimal, installed, tmp_path, monkeypatch):
+    # The template's stages on CMS simulation (real branch types: nMuon is uint32 there),
+    # as the workflow's jobs run them: Drell-Yan events with a Z -> mu mu pair.
+    from swift_rules.registry import StageRegistry
+    from swift_rules.runner import run_stage
+
+    dy = nanoaod_file("nano_dy.root")
+    monkeypatch.syspath_prepend(installed["PYTHONPATH"].split(os.pathsep)[0])
+    registry = StageRegistry(builtins=False)
+    registry.register_yaml(minimal / "registry.yaml")
+    meta = {"is_data": False, "process": "signal", "xsec": 6077.22}
+    common = {"registry": registry, "sample_metadata": meta, "progress": False}
+    skim = tmp_path / "skim.pkl"
+    run_stage("dimuon_search::skim", "DY", [str(dy)], skim, stage_config={"skim": True},
+              **common)  # fmt: skip
+    output, record = run_stage("dimuon_search::histograms", "DY", [str(skim.with_suffix(
+        ".parquet"))], tmp_path / "histograms.pkl", stage_config={"schema": "nanoaod"},
+        **common)  # fmt: skip
+    assert record["source_events"] == {"DY": 40}
+    mass = output["mass"][{"process": "signal"}]
+    assert mass.sum().value > 0
+    assert mass[hist.loc(80.0) : hist.loc(100.0) : sum].value == mass.sum().value  # a Z
 
 
 def test_installed_gpu_project_unit_tests(gpu_project, installed):
