@@ -8,7 +8,8 @@ ci = "{{ cookiecutter.ci }}"
 gpu = "{{ cookiecutter.gpu_variant }}"
 package = "{{ cookiecutter.package_name }}"
 
-PROFILES = ("htcondor", "k8s", "dirac")  # next to profiles/local, which is always kept
+# Next to profiles/local, which is always kept: cookiecutter.json's _profiles.
+PROFILES = {{ cookiecutter._profiles | list }}
 chosen = PROFILES if backends == "all" else backends.split("+")[1:]
 
 remove = [f"profiles/{name}" for name in PROFILES if name not in chosen]
@@ -17,8 +18,8 @@ if ci not in ("github", "both"):
 if ci not in ("gitlab", "both"):
     remove.append(".gitlab-ci.yml")
 if gpu != "yes":
-    remove.append(f"src/{package}/stages_gpu.py")
-    remove.append("tests/test_stages_gpu.py")
+    remove.append(f"src/{package}/histograms_gpu.py")
+    remove.append("tests/test_histograms_gpu.py")
 
 for name in remove:
     path = Path(name)

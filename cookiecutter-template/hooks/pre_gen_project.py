@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 NAME = re.compile(r"^[A-Za-z_][\w.-]*$")  # one side of `namespace::stage`
+PROFILES = {{ cookiecutter._profiles | list }}  # cookiecutter.json's _profiles
 
 package = "{{ cookiecutter.package_name }}"
 namespace = "{{ cookiecutter.namespace }}"
-stage = "{{ cookiecutter.stage_name }}"
+backends = "{{ cookiecutter.backends }}"
 source = "{{ cookiecutter.swift_rules_source }}"
 path = "{{ cookiecutter.swift_rules_path }}"
 
@@ -19,13 +20,20 @@ if not package.isidentifier() or keyword.iskeyword(package):
         f"package_name {package!r} is not a valid Python identifier "
         "(letters, digits and underscores, not starting with a digit, not a keyword)"
     )
-for key, value in (("namespace", namespace), ("stage_name", stage)):
-    if not NAME.match(value):
-        errors.append(
-            f"{key} {value!r} cannot be used in a stage name `namespace::stage`: it must "
-            r"match [A-Za-z_][\w.-]* (start with a letter or underscore; then letters, "
-            "digits, '_', '.', '-')"
-        )
+if not NAME.match(namespace):
+    errors.append(
+        f"namespace {namespace!r} cannot be used in a stage name `namespace::stage`: it must "
+        r"match [A-Za-z_][\w.-]* (start with a letter or underscore; then letters, "
+        "digits, '_', '.', '-')"
+    )
+parts = backends.split("+")
+if backends != "all" and (parts[0] != "local" or any(p not in PROFILES for p in parts[1:])):
+    # A template error (cookiecutter checks the answer against the choices): each choice
+    # of `backends` must be 'all' or 'local+NAME...' with NAME a key of `_profiles`.
+    errors.append(
+        f"backends {backends!r} is not 'local' or 'local+NAME' with NAME one of {PROFILES} "
+        "(cookiecutter.json's _profiles)"
+    )
 if source == "path":
     if not path:
         errors.append("swift_rules_source is 'path' but swift_rules_path is empty")
