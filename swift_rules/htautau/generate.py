@@ -282,19 +282,58 @@ def generate_file(
     """Write ``n_events`` events of ``dataset`` to the ROOT file ``path`` (atomically);
     return the number written."""
     _check_dataset(dataset)
-    codec = _compression(compression)
+    chunks = iter_chunks(dataset, n_events, file_index=file_index, seed=seed, chunk_size=chunk_size)
+    meta = _metadata_string(dataset, n_events, file_index, seed)
     is_data = bool(SAMPLES[dataset].get("is_data", False))
+    return _write(path, chunks, is_data=is_data, compression=compression, metadata=meta)
+
+
+def _write(path, chunks, *, is_data: bool, compression: str, metadata: str | None) -> int:
+    codec = _compression(compression)
     written = 0
     with atomic_path(path) as tmp, uproot.recreate(tmp, compression=codec) as f:
-        f[METADATA_KEY] = _metadata_string(dataset, n_events, file_index, seed)
+        if metadata is not None:
+            f[METADATA_KEY] = metadata
         with _unsigned_counters():  # mktree, not f["Events"] = ...: that is an RNTuple
             tree = f.mktree("Events", _tree_types(is_data), title="Events")
-        for chunk in iter_chunks(
-            dataset, n_events, file_index=file_index, seed=seed, chunk_size=chunk_size
-        ):
+        for chunk in chunks:
             tree.extend(_to_uproot(chunk))
             written += _chunk_len(chunk)
     return written
+
+
+def _default(field: str, dtype: str):
+    return -1 if field in ("genPartIdx", "jetIdx") else np.zeros((), dtype=dtype)[()]
+
+
+def write_events(path, events: list[dict], *, is_data: bool = False) -> int:
+    """Write hand-made events in the input format (unit tests, edge cases).
+
+    Each event is a dict of scalar branches (``run``, ``HLT_...``, ``PV_npvs``, ``MET_pt``,
+    ...) and collections (``"Muon": [{"pt": 30.0, "eta": 0.5, ...}, ...]``); what is
+    left out is 0 or False, -1 for ``genPartIdx`` and ``jetIdx``, ``event`` its position + 1.
+    """
+    chunk: dict = {}
+    for name in LAYOUT:
+        if name in COLLECTIONS:
+            if name == "GenPart" and is_data:
+                continue
+            objects = [obj for e in events for obj in e.get(name, [])]
+            counts = np.array([len(e.get(name, [])) for e in events], dtype=np.uint32)
+            cols = {
+                f: np.array([o.get(f, _default(f, t)) for o in objects], dtype=t)
+                for f, t in COLLECTIONS[name].items()
+            }
+            chunk[name] = (counts, cols)
+        else:
+            dtype = {**EVENT_FIELDS, **MET_FIELDS}[name]
+            default = [i + 1 for i in range(len(events))] if name == "event" else None
+            chunk[name] = np.array(
+                [e.get(name, default[i] if default else _default(name, dtype))
+                 for i, e in enumerate(events)],
+                dtype=dtype,
+            )  # fmt: skip
+    return _write(path, [chunk], is_data=is_data, compression="zlib", metadata=None)
 
 
 def generate_dataset(
