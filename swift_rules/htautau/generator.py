@@ -30,8 +30,8 @@ _SIM = {
     "tiny": {
         "GluGluToHToTauTau": (2_000, 1),
         "VBF_HToTauTau": (2_000, 1),
-        "DYJetsToLL": (4_000, 1),
-        "TTbar": (2_000, 1),
+        "DYJetsToLL": (6_000, 1),
+        "TTbar": (3_000, 1),
         "W1JetsToLNu": (3_000, 1),
         "W2JetsToLNu": (3_000, 1),
         "W3JetsToLNu": (3_000, 1),
@@ -86,7 +86,7 @@ class HttGenerator:
     """Files in the outreach NanoAOD format of the nine samples (``generate.py``)."""
 
     presets = {
-        "tiny": "29k events (19k simulated, 10k data): CI, every histogram populated",
+        "tiny": "32k events (22k simulated, 10k data): CI, every histogram populated",
         "small": "400k events (300k simulated, 100k data): the default run",
         "benchmark": "5.5M events (5M simulated, 500k data) in files of up to 500k",
     }

@@ -443,6 +443,8 @@ class Builder:
         t = self.taus.cat()
         m = len(t["evt"])
         reco = rng.random(m) < 0.85
+        # charge mis-measurement: 1% of one-prong, 5% of three-prong taus
+        flip = rng.random(m) < np.where(t["dm"] == 10, 0.05, 0.01)
         parts = [
             {
                 "evt": t["evt"],
@@ -450,7 +452,7 @@ class Builder:
                 "eta": t["eta"],
                 "phi": t["phi"],
                 "mass": np.where(t["dm"] == 0, M_PION, t["mass"]),
-                "charge": t["charge"],
+                "charge": np.where(flip, -t["charge"], t["charge"]),
                 "dm": t["dm"],
                 "origin": t["origin"],
                 "keep": reco,
