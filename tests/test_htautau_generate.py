@@ -222,3 +222,12 @@ def test_shipped_fileset_has_the_real_files():
         if not meta["is_data"]:  # the original's cross section and event count
             assert meta["xsec"] == SAMPLES[name]["xsec"]
             assert entry == {"object_path": "Events", "num_entries": SAMPLES[name]["nevents"]}
+
+
+@pytest.mark.parametrize("dataset", ["DYJetsToLL", "Run2012B_TauPlusX"])
+def test_the_branches_the_skim_requires_are_in_every_file(files, dataset):
+    from swift_rules.htautau.skim import HttSkim
+
+    required = set(HttSkim().required_branches())
+    assert required <= set(_types(files[dataset]))
+    assert required | {"GenPart_pdgId"} >= set(READ_BY_SKIM) | set(READ_BY_SKIM_MC)

@@ -44,7 +44,6 @@ TAU_COLUMNS = (
 )
 JET_COLUMNS = ("pt", "eta", "phi", "mass", "btag", "puId")
 EVENT_COLUMNS = ("run", "luminosityBlock", "event", "PV_npvs", "MET_pt", "MET_phi", TRIGGER)
-GEN_COLUMNS = ("Muon_genPartIdx", "Tau_genPartIdx", "GenPart_pdgId")
 DEFAULT = np.float32(-999.0)  # get_first / get_second / compute_mjj ... when jets are missing
 
 
@@ -142,12 +141,13 @@ class HttSkim(processor.ProcessorABC):
     def __init__(self, luminosity: float = LUMINOSITY_PB):
         self.luminosity = float(np.float32(luminosity))
 
-    def required_branches(self, is_data: bool = False) -> list[str]:
-        """The branches read (simulation also reads the generator matching)."""
-        branches = [*EVENT_COLUMNS, "nMuon", "nTau", "nJet"]
+    def required_branches(self) -> list[str]:
+        """The branches read, which every file of the outreach format has (data included:
+        its ``*_genPartIdx`` are -1); simulation also needs ``GenPart_pdgId``, which the
+        stage checks itself, as data files have no ``GenPart``."""
+        branches = [*EVENT_COLUMNS, "nMuon", "nTau", "nJet", "Muon_genPartIdx", "Tau_genPartIdx"]
         branches += [f"Muon_{c}" for c in MUON_COLUMNS] + [f"Tau_{c}" for c in TAU_COLUMNS]
-        branches += [f"Jet_{c}" for c in JET_COLUMNS]
-        return branches if is_data else [*branches, *GEN_COLUMNS]
+        return branches + [f"Jet_{c}" for c in JET_COLUMNS]
 
     @staticmethod
     def _check(events, is_data: bool) -> None:
