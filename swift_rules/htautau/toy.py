@@ -702,7 +702,8 @@ def _nearest(evt, eta, phi, tevt, teta, tphi, tcounts, n) -> np.ndarray:
     pos = _position(tevt, n)
     pad_eta[tevt, pos], pad_phi[tevt, pos] = teta, tphi
     deta = eta[:, None] - pad_eta[evt]
-    dphi = _wrap(phi[:, None] - pad_phi[evt])
+    dphi = np.abs(phi[:, None] - pad_phi[evt])  # both in [-pi, pi]: |difference| < 2 pi
+    dphi = np.where(dphi > np.pi, TWO_PI - dphi, dphi)
     dr2 = deta * deta + dphi * dphi
     dr2 = np.where(np.isnan(dr2), np.inf, dr2)
     best = np.argmin(dr2, axis=1)
