@@ -14,7 +14,8 @@ import uproot
 import yaml
 
 from swift_rules.htautau import generate, inputs
-from swift_rules.htautau.generator import DATA_COMPOSITION, DATA_EVENTS, HttGenerator
+from swift_rules.htautau.generator import HttGenerator
+from swift_rules.htautau.presets import DATA_COMPOSITION, DATA_EVENTS
 from swift_rules.htautau.samples import LUMINOSITY_PB, MC_SAMPLES, SAMPLE_NAMES, SAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,7 +189,7 @@ def test_generator_write(tmp_path):
 def test_generator_module_and_samples_are_light():
     code = (
         "import sys; import swift_rules.htautau.generator, swift_rules.htautau.samples, "
-        "swift_rules.htautau.variables, swift_rules.htautau.inputs; "
+        "swift_rules.htautau.variables, swift_rules.htautau.inputs, swift_rules.htautau.presets; "
         "print(sorted(m for m in ('numpy', 'uproot', 'awkward', 'coffea') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,7 +10,7 @@ phase space, rich in mu tau_h candidates, is generated. Their metadata ``xsec`` 
 original cross section times that slice's fraction (``filter_efficiency``), chosen so
 that the data files, generated for the original's 11.467 /fb, are consistent with the
 simulation scaled by xsec x 11467 /pb / N
-(:func:`swift_rules.htautau.generator.effective_xsec`). Data events are, one by one,
+(:func:`swift_rules.htautau.presets.effective_xsec`). Data events are, one by one,
 events of a simulated process in the proportions :data:`DATA_COMPOSITION` or QCD multijet
 events (data only).
 
@@ -32,8 +32,8 @@ import numpy as np
 import uproot
 
 from swift_rules.atomic import atomic_path
-from swift_rules.htautau.generator import DATA_COMPOSITION
 from swift_rules.htautau.inputs import COLLECTIONS, EVENT_FIELDS, LAYOUT, MET_FIELDS
+from swift_rules.htautau.presets import DATA_COMPOSITION
 from swift_rules.htautau.samples import SAMPLE_NAMES, SAMPLES
 from swift_rules.htautau.toy import Builder, block_rng, choose, filtered_events
 
@@ -344,11 +344,11 @@ def generate_dataset(
     dataset's metadata and ``nevents``."""
     from pathlib import Path
 
-    from swift_rules.htautau.generator import HttGenerator
+    from swift_rules.htautau.presets import datasets as preset_datasets
 
     outdir = Path(outdir)
     fileset = {}
-    for name, spec in HttGenerator().datasets(preset).items():
+    for name, spec in preset_datasets(preset).items():
         if datasets is not None and name not in datasets:
             continue
         files = {}
@@ -367,11 +367,11 @@ def _main(argv=None) -> int:
     import argparse
 
     from swift_rules.atomic import write_text
-    from swift_rules.htautau.generator import HttGenerator
+    from swift_rules.htautau.presets import PRESETS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("outdir")
-    parser.add_argument("--preset", choices=sorted(HttGenerator.presets), default="tiny")
+    parser.add_argument("--preset", choices=PRESETS, default="tiny")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--compression", default="zlib")
     args = parser.parse_args(argv)
