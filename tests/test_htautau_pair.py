@@ -289,3 +289,17 @@ def test_event_weight_needs_the_cross_section_and_the_events():
     assert w.dtype == np.float32 and w == np.float32(3503.7 / 30458871.0 * 11467.0)
     with pytest.raises(KeyError, match="nevents"):
         event_weight({"dataset": "DY", "xsec": 1.0}, LUMINOSITY_PB)
+
+
+def test_nothing_selected_gives_an_empty_skim_and_empty_histograms(tmp_path):
+    path = tmp_path / "none.root"
+    write_events(path, [event(HLT_IsoMu17_eta2p1_LooseIsoPFTau20=False)] * 3)
+    meta = {"is_data": False, "xsec": 1.0, "process": "DY", "nevents": 3}
+    fileset = {"DY": {"files": {str(path): "Events"}, "metadata": meta}}
+    skims = pipeline.run_skim(fileset, tmp_path / "skims")
+    skim = ak.from_parquet(skims["DY"]["path"])
+    assert len(skim) == 0 and skim.fields[:3] == ["njets", "npv", "pt_1"]
+    assert skims["DY"]["cutflow"]["all"] == 3 and skims["DY"]["cutflow"]["Passes trigger"] == 0
+    hists = pipeline.run_histograms(skims, fileset)["DY"]
+    assert list(hists["m_vis"].axes["process"]) == ["ZTT", "ZLL"]
+    assert hists["m_vis"].values(flow=True).sum() == 0

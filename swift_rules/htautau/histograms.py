@@ -64,11 +64,16 @@ class HttHistograms(processor.ProcessorABC):
     def required_branches(self) -> list[str]:
         return sorted({*BASELINE_COLUMNS, "gen_match", *self.variables})
 
+    def processes(self, metadata) -> list[str]:
+        """The ``process`` categories of a dataset's histograms."""
+        process = str(metadata.get("process", metadata.get("dataset")))
+        return [GENUINE_TAUS, FAKE_TAUS] if process == self.dy_process else [process]
+
     def _groups(self, events) -> list[tuple[str, np.ndarray | None]]:
         """(process, mask or None for all) of the events of this dataset."""
-        process = str(events.metadata.get("process", events.metadata.get("dataset")))
-        if process != self.dy_process:
-            return [(process, None)]
+        processes = self.processes(events.metadata)
+        if len(processes) == 1:
+            return [(processes[0], None)]
         genuine = ak.to_numpy(events.gen_match).astype(bool)
         return [(GENUINE_TAUS, genuine), (FAKE_TAUS, ~genuine)]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from coffea import processor
 
+from swift_rules.atomic import atomic_path
 from swift_rules.htautau.samples import LUMINOSITY_PB
 
 
@@ -68,7 +69,8 @@ def run_skim(
         parts = result.get("parts", {})
         skim = ak.concatenate([parts[k] for k in sorted(parts)])
         path = outdir / f"{dataset}.parquet"
-        ak.to_parquet(skim, path)
+        with atomic_path(path) as tmp:
+            ak.to_parquet(skim, tmp)
         out[dataset] = {"path": str(path), "rows": len(skim), "cutflow": dict(result["cutflow"])}
     return out
 
@@ -86,19 +88,14 @@ def run_histograms(
     for dataset, skim in skims.items():
         metadata = dict(fileset[dataset].get("metadata", {}))
         if not skim["rows"]:  # nothing to read: the stage's empty histograms
-            groups = stage._groups(_Empty(metadata))
-            out[dataset] = {v: new_histogram(v, [g for g, _ in groups]) for v in stage.variables}
+            processes = stage.processes(metadata)
+            out[dataset] = {v: new_histogram(v, processes) for v in stage.variables}
             continue
         spec = {"files": {skim["path"]: None}, "metadata": metadata}
         out[dataset] = dict(
             _runner(chunksize, schema=BaseSchema, format="parquet")({dataset: spec}, stage)
         )
     return out
-
-
-class _Empty:
-    def __init__(self, metadata):
-        self.metadata = metadata
 
 
 def run(
