@@ -222,3 +222,13 @@ def test_histogram_options():
         HttHistograms(variables=["m_sv"])
     stage = HttHistograms(mt_1_max=50.0, variables=["m_vis"])
     assert stage.variables == ["m_vis"] and stage.mt_1_max == 50.0 and stage.iso_1_max == 0.1
+
+
+def test_the_pipeline_adds_nevents_as_the_generic_layer_does(fileset):
+    spec = fileset["TTbar"]
+    bare = {"files": spec["files"], "metadata": {k: v for k, v in spec["metadata"].items()
+                                                 if k != "nevents"}}  # fmt: skip
+    assert pipeline.with_nevents(bare)["metadata"]["nevents"] == spec["metadata"]["nevents"]
+    (path,) = spec["files"]
+    counted = {"files": {path: {"object_path": "Events", "num_entries": 7}}, "metadata": {}}
+    assert pipeline.with_nevents(counted)["metadata"]["nevents"] == 7

@@ -40,6 +40,27 @@ class _Collect(processor.ProcessorABC):
         return accumulator
 
 
+def with_nevents(spec: Mapping) -> dict:
+    """A dataset of a fileset with ``nevents`` in its metadata, as the generic layer adds it:
+    the files' ``num_entries``, or their trees' entries."""
+    spec = dict(spec)
+    metadata = dict(spec.get("metadata") or {})
+    if metadata.get("nevents") is None:
+        import uproot
+
+        total = 0
+        for path, entry in spec["files"].items():
+            if isinstance(entry, Mapping) and entry.get("num_entries") is not None:
+                total += int(entry["num_entries"])
+            else:
+                tree = entry.get("object_path", "Events") if isinstance(entry, Mapping) else entry
+                with uproot.open(path) as f:
+                    total += f[tree or "Events"].num_entries
+        metadata["nevents"] = total
+    spec["metadata"] = metadata
+    return spec
+
+
 def _runner(chunksize: int, **kwargs):
     return processor.Runner(processor.IterativeExecutor(), chunksize=chunksize, **kwargs)
 
@@ -51,7 +72,8 @@ def run_skim(
     chunksize: int = 100_000,
     options: Mapping | None = None,
 ) -> dict[str, dict]:
-    """Skim every dataset of a coffea fileset; ``{dataset: {"path", "rows", "cutflow"}}``."""
+    """Skim every dataset of a coffea fileset; ``{dataset: {"path", "rows", "cutflow"}}``.
+    Datasets without ``nevents`` in their metadata get it (:func:`with_nevents`)."""
     import awkward as ak
     from coffea.nanoevents import NanoAODSchema
 
@@ -62,6 +84,7 @@ def run_skim(
     stage = HttSkim(**(options or {}))
     out = {}
     for dataset, spec in fileset.items():
+        spec = with_nevents(spec)
         proc = _Collect(stage, list(spec["files"]))
         result = _runner(chunksize, schema=NanoAODSchema)(
             {dataset: dict(spec)}, proc, treename="Events"
