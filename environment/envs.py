@@ -3,6 +3,7 @@
     python environment/envs.py reana-client    # .venv-reana/: reana-client 0.9.6
     python environment/envs.py snakemake7      # .venv-snakemake7/: Snakemake 7.32.4 + swift-rules
     python environment/envs.py diracx          # .venv-diracx/: a DiracX 0.7.0 test server
+    python environment/envs.py root            # .venv-root/: ROOT 6.40 (the H->tautau reference)
 
 reana-client pins old dependencies (jsonschema<4, ...) that clash with the project's,
 and REANA 0.9's engine runs Snakemake 7.32.4, which the project's lock (Snakemake 9)
@@ -31,6 +32,7 @@ LOCK = ENVIRONMENT / "requirements.lock"
 SNAKEMAKE7 = ENVIRONMENT / "requirements-snakemake7.txt"
 REANA_CLIENT = ENVIRONMENT / "requirements-reana-client.txt"
 DIRACX = ENVIRONMENT / "requirements-diracx.txt"
+ROOT_REQUIREMENTS = ENVIRONMENT / "requirements-root.txt"
 PIP = "pip==26.3"
 
 # name -> (directory, files it is built from)
@@ -39,7 +41,11 @@ ENVS = {
     "snakemake7": (ROOT / ".venv-snakemake7", [SNAKEMAKE7, LOCK, ROOT / "pyproject.toml"]),
     # The DIRAC tests' server (its pins clash with the project's; the client is in .venv).
     "diracx": (ROOT / ".venv-diracx", [DIRACX]),
+    # ROOT from PyPI, for the independent RDataFrame reference of the H->tautau analysis.
+    "root": (ROOT / ".venv-root", [ROOT_REQUIREMENTS]),
 }
+# Environments installed from their one requirements file alone.
+PLAIN = {"reana-client": REANA_CLIENT, "diracx": DIRACX, "root": ROOT_REQUIREMENTS}
 STAMP = ".swift-rules-env"
 KEEP = {".gitignore", ".build.lock"}
 
@@ -100,8 +106,8 @@ def _install(name: str, venv: Path, log) -> None:
     _run([python_for_envs(), "-m", "venv", str(venv)], log)
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
     _run([*pip, PIP], log)
-    if name in ("reana-client", "diracx"):
-        _run([*pip, "--requirement", str(REANA_CLIENT if name == "reana-client" else DIRACX)], log)
+    if name in PLAIN:
+        _run([*pip, "--requirement", str(PLAIN[name])], log)
     else:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
             f.write(snakemake7_constraints())
