@@ -126,9 +126,10 @@ def draw(name: str, groups: dict, description: dict, outdir: Path, formats, log_
             (rax or ax).minorticks_off()
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(handles[::-1], labels[::-1], ncol=2, fontsize="x-small", loc="upper right")
+        # The luminosity only: the toolkit knows no experiment and no collision energy.
         lumi = description.get("luminosity")
-        mplhep.label.exp_label(exp="", llabel=name, data=bool(data), ax=ax,
-                               lumi=round(lumi / 1000, 3) if lumi else None)  # fmt: skip
+        right = f"{lumi / 1000:.4g} fb$^{{-1}}$" if lumi else ""
+        mplhep.label.exp_label(exp="", llabel=name, rlabel=right, data=bool(data), ax=ax)
         paths = []
         for fmt in formats:
             target = outdir / f"{figure_name(name)}.{fmt}"

@@ -42,15 +42,24 @@ def pins(path: Path) -> dict[str, str]:
     return envs.pins(path)
 
 
-def make_workspace(path: Path, config_changes: dict | None = None) -> Path:
-    """What `reana-client upload` sends (reana.yaml's inputs), with the tiny preset."""
+HTT_SPEC_FILE = REPO / "workflow/htautau/reana.yaml"
+HTT_SPEC = yaml.safe_load(HTT_SPEC_FILE.read_text())
+
+
+def make_workspace(
+    path: Path, config_changes: dict | None = None, spec_file: Path = REPO / "reana.yaml"
+) -> Path:
+    """What `reana-client upload` sends (the spec's inputs, and the spec as reana.yaml),
+    with the tiny preset."""
+    spec = yaml.safe_load(spec_file.read_text())
     path.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc")
-    for d in SPEC["inputs"]["directories"]:
+    for d in spec["inputs"]["directories"]:
         shutil.copytree(REPO / d, path / d, ignore=ignore)
-    for f in [*SPEC["inputs"].get("files", []), "reana.yaml"]:
+    for f in spec["inputs"].get("files", []):
         shutil.copy2(REPO / f, path / f)
-    config_path = path / SPEC["inputs"]["parameters"]["input"]
+    shutil.copy2(spec_file, path / "reana.yaml")
+    config_path = path / spec["inputs"]["parameters"]["input"]
     config = yaml.safe_load(config_path.read_text())
     config["data"]["generated"]["preset"] = "tiny"
     for key, value in (config_changes or {}).items():
@@ -342,3 +351,42 @@ def test_snakemake7_and_snakemake9_give_identical_outputs(snakemake7_run, snakem
 def test_two_clean_runs_give_identical_outputs(snakemake9_run, tmp_path):
     again = run_snakemake9(make_workspace(tmp_path / "again"))
     assert_same_outputs(snakemake9_run, again)
+
+
+# -- the second reference analysis: H->tautau, its own spec ---------------------------
+
+
+def test_htautau_spec_names_its_workflow_config_and_outputs():
+    assert HTT_SPEC["workflow"] == {"type": "snakemake", "file": "workflow/htautau/Snakefile"}
+    assert HTT_SPEC["inputs"]["parameters"]["input"] == "config/htautau.yaml"
+    config = yaml.safe_load((REPO / "config/htautau.yaml").read_text())
+    results = config["results"]
+    finals = {f"{results}/qcd.root", f"{results}/plots"}
+    for stage in config["stages"]:
+        finals |= {f"{results}/{stage.replace('::', '/')}/histograms.root",
+                   f"{results}/{stage.replace('::', '/')}/plots"}  # fmt: skip
+    assert set(HTT_SPEC["outputs"]["files"]) | set(HTT_SPEC["outputs"]["directories"]) == finals
+
+
+@pytest.mark.slow
+def test_reana_client_validates_the_htautau_spec(reana_env, tmp_path):
+    ws = make_workspace(tmp_path / "ws", spec_file=HTT_SPEC_FILE)
+    proc = run([reana_env / "bin/reana-client", "validate"], cwd=ws, pythonpath=ws, timeout=300)
+    out = check(proc, "reana-client validate")
+    assert "Valid REANA specification file." in out, out[-3000:]
+    assert "Workflow operations appear valid." in out and "ERROR" not in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_snakemake7_runs_the_htautau_workflow_as_reana_would(snakemake7_env, tmp_path):
+    ws = make_workspace(tmp_path / "ws", spec_file=HTT_SPEC_FILE)
+    engine = [
+        snakemake7_env / "bin/python", REPO / "environment/reana_engine.py", ws,
+        "--cores", "2", "--no-report",
+    ]  # fmt: skip
+    out = check(run(engine, cwd=ws, env_bin=snakemake7_env / "bin"), "Snakemake 7 run")
+    for f in HTT_SPEC["outputs"]["files"]:
+        assert (ws / f).stat().st_size > 0, f
+    for d in HTT_SPEC["outputs"]["directories"]:
+        assert any((ws / d).iterdir()), d
+    assert "swift-rules run htautau::skim" in out and "swift-rules htautau qcd" in out

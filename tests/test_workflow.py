@@ -78,9 +78,10 @@ def write_workdir(
 
 
 def snakemake(
-    workdir: Path, *args: str, check=True, env=None, **kwargs
+    workdir: Path, *args: str, check=True, env=None, snakefile=None, **kwargs
 ) -> subprocess.CompletedProcess:
-    snakefile = workdir / "Snakefile"
+    if snakefile is None:
+        snakefile = workdir / "Snakefile"
     if not snakefile.exists():
         snakefile = REPO / "workflow" / "Snakefile"
     cmd = [
@@ -97,9 +98,9 @@ def snakemake(
     return proc
 
 
-def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, *targets: str, snakefile=None) -> dict[str, int]:
     """Rule -> number of jobs a dry run would run (empty: nothing to do)."""
-    proc = snakemake(workdir, "--dry-run", *targets)
+    proc = snakemake(workdir, "--dry-run", *targets, snakefile=snakefile)
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:
         return {}
