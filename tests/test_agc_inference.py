@@ -394,12 +394,13 @@ def test_positive_histosys():
 
 
 def test_failed_fit_is_reported_not_returned(closure, tmp_path, monkeypatch, caplog):
+    from swift_rules.agc import fit as agc_fit
     from swift_rules.agc import inference
     from swift_rules.errors import SwiftError
 
     fit_dir, _ = closure[1.0]
     workspace = json.loads((fit_dir / "workspace.json").read_text())
-    monkeypatch.setattr(inference, "MAXITER", 20)  # Migrad stops far from the minimum
+    monkeypatch.setattr(agc_fit, "MAXITER", 20)  # Migrad stops far from the minimum
     with pytest.raises(inference.FitNotConvergedError, match="did not converge") as err:
         inference.run_fit(workspace, tmp_path)
     assert isinstance(err.value, SwiftError)  # the command line prints it as one error
