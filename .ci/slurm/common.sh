@@ -1,4 +1,4 @@
-# Shared by setup.sh, teardown.sh and cluster.sh: where things are, and small helpers.
+# Shared by setup.sh and teardown.sh: where things are, and small helpers.
 # Every setting can be overridden from the environment.
 DIR="${SWIFT_SLURM_DIR:-/var/cache/swift-rules/slurm}"
 STATE="${SWIFT_SLURM_STATE:-$DIR/cluster.env}"

@@ -4,7 +4,7 @@
 # `sacct`, which snakemake-executor-plugin-slurm asks for job states, works) and munge.
 # Idempotent: run it again and it reuses a running cluster.
 #
-#     sudo .ci/slurm/setup.sh            # then: .ci/slurm/cluster.sh status
+#     sudo .ci/slurm/setup.sh            # then: sinfo, sbatch, squeue, sacct as usual
 #     sudo .ci/slurm/teardown.sh         # cancel every job, stop the daemons
 #
 # Debian 12's packages (Slurm 22.05, munge 0.5, MariaDB 10.11) are installed with apt

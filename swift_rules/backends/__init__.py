@@ -2,6 +2,7 @@
 batch-system names of the resources the rules declare.
 
 - ``htcondor``: dask-jobqueue's ``HTCondorCluster`` (``swift_rules.backends.htcondor``).
+- ``slurm``: dask-jobqueue's ``SLURMCluster`` (``swift_rules.backends.slurm``).
 - ``kubernetes``: dask-kubernetes' ``KubeCluster`` from a ``DaskCluster`` spec that we
   build and check (``swift_rules.backends.kubernetes``).
 
@@ -29,6 +30,19 @@ def section_settings(cfg: Mapping, section: str, defaults: Mapping) -> dict:
     return {**defaults, **{k: v for k, v in given.items() if v is not None}}
 
 
+def schema_settings(cfg: Mapping, section: str) -> dict:
+    """``executor.<section>`` checked against the config schema, with the schema's
+    defaults: the one place where they are written. A bad key or value is an error
+    naming it."""
+    from swift_rules.config import ConfigError, validate_config
+
+    given = {"executor": {section: dict(cfg.get(section) or {})}}
+    try:
+        return validate_config(given, source=f"executor.{section}")["executor"][section]
+    except ConfigError as err:
+        raise ClusterError("; ".join(line.strip() for line in str(err).splitlines())) from None
+
+
 def batch_resources(settings_of: Callable[[object], Mapping]) -> dict[str, Callable]:
     """Snakemake resources, per job, carrying a stage's requests in batch-system names.
 
@@ -37,12 +51,17 @@ def batch_resources(settings_of: Callable[[object], Mapping]) -> dict[str, Calla
     the Kubernetes plugin reads ``mem_mb`` and ``gpu`` (already declared by the rules),
     the HTCondor plugin ``htcondor_request_mem_mb`` and ``request_gpus``; ``+MaxRuntime``
     (seconds) is the usual site convention for an expected runtime. ``threads`` become
-    ``request_cpus`` and pod CPU requests in both plugins without help.
+    ``request_cpus`` and pod CPU requests in both plugins without help. The Slurm plugin
+    reads ``mem_mb`` (``--mem``), ``runtime`` (``--time``, minutes) and ``gpu``
+    (``--gpus``) under the rules' own names, and ``cpus_per_task`` (``--cpus-per-task``)
+    before ``threads``: set here, a site profile's default ``cpus_per_task`` cannot
+    override the stage's ``threads``.
     """
     return {
         "htcondor_request_mem_mb": lambda w: settings_of(w)["mem_mb"],
         "request_gpus": lambda w: settings_of(w)["gpu"],
         "classad_MaxRuntime": lambda w: 60 * settings_of(w)["runtime"],
+        "cpus_per_task": lambda w: settings_of(w)["threads"],
     }
 
 
