@@ -97,6 +97,33 @@ def guard_htcondor_executor_startup() -> None:
         Executor._event_logs = {}
 
 
+def guard_slurm_cancelled_state() -> None:
+    """Work around snakemake-executor-plugin-slurm 2.8.0 never noticing a cancelled job.
+
+    ``sacct`` gives the state of a job cancelled with ``scancel`` as ``CANCELLED by UID``;
+    the plugin compares the whole text with its failed states, takes the job for one that
+    still runs, and waits for ever. Keeping the state's first word (Slurm's state names
+    are one word) makes it a failed Snakemake job with Slurm's state, as TIMEOUT or
+    FAILED are. No-op without the plugin, and when applied already.
+    """
+    try:
+        import snakemake_executor_plugin_slurm as plugin
+    except Exception:  # not installed (e.g. REANA's Snakemake 7 environment)
+        return
+    query = plugin.query_job_status
+    if getattr(query, "swift_rules_guard", False):
+        return
+
+    async def one_word_states(command, logger):
+        states, duration = await query(command, logger)
+        if states:
+            states = {job: (state.split() or [state])[0] for job, state in states.items()}
+        return states, duration
+
+    one_word_states.swift_rules_guard = True
+    plugin.query_job_status = one_word_states
+
+
 def first_worker(cluster, timeout: float, banner: str, giver: str, diagnosis: Callable[[], str]):
     """A ``distributed.Client`` of an (adaptive, already scaled) batch ``cluster`` once its
     first worker has joined.
