@@ -93,6 +93,8 @@ JobAcctGatherFrequency=30
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageTRES=gres/gpu
+# Keep each job's comment (the Slurm plugin writes the rule there) for sacct.
+AccountingStoreFlags=job_comment
 # A job past its time limit gets SIGTERM, then SIGKILL 5 s later (default 30 s).
 KillWait=5
 # The node may offer more CPUs than the machine has (NODE_CPUS, see common.sh).
