@@ -216,15 +216,28 @@ def local_run(base, cluster, failing):
     return path
 
 
+def _final_state(job: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job, "-o", "State"],
+                             capture_output=True, text=True, timeout=30).stdout.strip()  # fmt: skip
+        if out and out.split()[0] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED"):
+            return out
+        time.sleep(0.2)
+    return "unknown"
+
+
 def _cancel_first_stage_job(path: Path, stop: threading.Event, cancelled: list) -> None:
-    """scancel the first swift_process job of ``path`` that runs (bounded)."""
+    """scancel the first swift_process job of ``path`` that runs (bounded); if it had
+    just finished instead, the next one."""
     deadline = time.monotonic() + 240
     while not stop.is_set() and time.monotonic() < deadline:
         for job, state, comment in queued(path):
             if state == "RUNNING" and comment.startswith("rule_swift_process"):
-                subprocess.run(["scancel", job], timeout=30)
-                cancelled.append(job)
-                return
+                subprocess.run(["scancel", job], capture_output=True, timeout=30)
+                if _final_state(job).startswith("CANCELLED"):
+                    cancelled.append(job)
+                    return
         time.sleep(0.2)
 
 
@@ -331,6 +344,8 @@ def test_gpu_stage_job_gets_its_gpu_cores_memory_and_time(base, profile, slurm_r
 def test_ctrl_c_cancels_the_slurm_jobs(base, profile):
     path = workdir(base, "interrupted")
     (path / "Snakefile").write_text(
+        # What stages.smk does for every swift-rules workflow (see the last tests).
+        "from swift_rules.backends import guard_slurm_executor\nguard_slurm_executor()\n\n"
         'rule all:\n    input: "a.txt", "b.txt"\n\n'
         'rule sleep:\n    output: "{name}.txt"\n    shell: "sleep 600; touch {output}"\n'
     )
@@ -407,14 +422,15 @@ def test_stage_on_slurm_dask_workers_equals_local_dask(cluster, local_run, local
 
     assert load_result(path / "dask-slurm.pkl")[1]["executor"]["type"] == "slurm"
     # The workers were Slurm jobs with the requested memory (1GB = 954 MiB) and time
-    # limit, cancelled when the stage job closed its cluster.
+    # limit, gone when the stage job closed its cluster (cancelled, or ended by the
+    # worker itself when its scheduler went away first).
     wait_until_gone(path)
     deadline = time.monotonic() + 20
     while not (workers := [r for r in dask_workers(path) if r["JobIDRaw"] not in before]):
         assert time.monotonic() < deadline, "no worker job in sacct"
         time.sleep(0.5)
     assert all((r["ReqMem"], r["Timelimit"]) == ("954M", "00:10:00") for r in workers), workers
-    assert all(r["State"].startswith("CANCELLED") for r in workers), workers
+    assert all(r["State"].startswith(("CANCELLED", "COMPLETED")) for r in workers), workers
     assert elapsed < 120
 
 
@@ -631,11 +647,34 @@ def test_cancelled_state_guard_keeps_slurms_one_word_state():
 
     import snakemake_executor_plugin_slurm as plugin
 
-    from swift_rules.backends import guard_slurm_cancelled_state
+    from swift_rules.backends import guard_slurm_executor
 
-    guard_slurm_cancelled_state()
-    guard_slurm_cancelled_state()  # idempotent
+    guard_slurm_executor()
+    guard_slurm_executor()  # idempotent
     command = "printf '5|CANCELLED by 0\\n6|COMPLETED\\n7|RUNNING\\n'"
     states, _ = asyncio.run(plugin.query_job_status(f"sh -c {shlex.quote(command)}",
                                                     logging.getLogger("t")))  # fmt: skip
     assert states == {"5": "CANCELLED", "6": "COMPLETED", "7": "RUNNING"}
+
+
+def test_cancel_guard_cancels_jobs_the_executor_lost_track_of(cluster, base):
+    """Ctrl-C while the status thread holds the active jobs: the plugin is given none to
+    cancel. The guarded cancel_jobs still cancels every job named with the run's id."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    import logging
+    import uuid
+
+    import snakemake_executor_plugin_slurm as plugin
+
+    from swift_rules.backends import guard_slurm_executor
+
+    guard_slurm_executor()
+    path = workdir(base, "lost")
+    run_uuid = str(uuid.uuid4())
+    job = slurm("sbatch", "--parsable", f"--job-name={run_uuid}", "-o", "/dev/null",
+                "-D", path, "--wrap", "sleep 600").strip()  # fmt: skip
+    executor = SimpleNamespace(run_uuid=run_uuid, _submitted_job_clusters=set(),
+                               logger=logging.getLogger("test"))  # fmt: skip
+    plugin.Executor.cancel_jobs(executor, [])
+    wait_until_gone(path)
+    assert _final_state(job).startswith("CANCELLED")

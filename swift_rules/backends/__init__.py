@@ -13,6 +13,8 @@ and the planner stay fast and work without those optional packages.
 
 from __future__ import annotations
 
+import getpass
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 
@@ -97,22 +99,28 @@ def guard_htcondor_executor_startup() -> None:
         Executor._event_logs = {}
 
 
-def guard_slurm_cancelled_state() -> None:
-    """Work around snakemake-executor-plugin-slurm 2.8.0 never noticing a cancelled job.
+def guard_slurm_executor() -> None:
+    """Work around two ways in which snakemake-executor-plugin-slurm 2.8.0 (with
+    snakemake-interface-executor-plugins 9.4) loses a job.
 
-    ``sacct`` gives the state of a job cancelled with ``scancel`` as ``CANCELLED by UID``;
-    the plugin compares the whole text with its failed states, takes the job for one that
-    still runs, and waits for ever. Keeping the state's first word (Slurm's state names
-    are one word) makes it a failed Snakemake job with Slurm's state, as TIMEOUT or
-    FAILED are. No-op without the plugin, and when applied already.
+    - ``sacct`` gives the state of a job cancelled with ``scancel`` as ``CANCELLED by UID``;
+      the plugin compares the whole text with its failed states, takes the job for one
+      that still runs, and waits for ever. Keeping the state's first word (Slurm's state
+      names are one word) makes it a failed Snakemake job with Slurm's state.
+    - Ctrl-C cancels the jobs in the executor's list of active jobs, which its status
+      thread empties while it checks them: a Ctrl-C then cancels nothing and leaves the
+      jobs running. After the plugin's own ``scancel``, every job of this run (its job
+      name is the run's id) is cancelled too.
+
+    No-op without the plugin, and when applied already.
     """
     try:
         import snakemake_executor_plugin_slurm as plugin
     except Exception:  # not installed (e.g. REANA's Snakemake 7 environment)
         return
-    query = plugin.query_job_status
-    if getattr(query, "swift_rules_guard", False):
+    if getattr(plugin.query_job_status, "swift_rules_guard", False):
         return
+    query, cancel_jobs = plugin.query_job_status, plugin.Executor.cancel_jobs
 
     async def one_word_states(command, logger):
         states, duration = await query(command, logger)
@@ -120,8 +128,19 @@ def guard_slurm_cancelled_state() -> None:
             states = {job: (state.split() or [state])[0] for job, state in states.items()}
         return states, duration
 
+    def cancel_all_jobs_of_the_run(self, active_jobs):
+        cancel_jobs(self, active_jobs)
+        cmd = ["scancel", f"--name={self.run_uuid}", f"--user={getpass.getuser()}"]
+        if self._submitted_job_clusters:
+            cmd.append("--clusters=all")
+        try:
+            subprocess.run(cmd, capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            self.logger.warning(f"could not cancel the jobs named {self.run_uuid}: {err}")
+
     one_word_states.swift_rules_guard = True
     plugin.query_job_status = one_word_states
+    plugin.Executor.cancel_jobs = cancel_all_jobs_of_the_run
 
 
 def first_worker(cluster, timeout: float, banner: str, giver: str, diagnosis: Callable[[], str]):
