@@ -150,7 +150,7 @@ def _cluster_diagnosis(cluster, log_directory: str | None) -> str:
     """What Slurm says about the cluster's worker jobs (or, if none was submitted, why
     sbatch would refuse one)."""
     ids = sorted({str(job.job_id) for job in getattr(cluster, "workers", {}).values()
-                  if getattr(job, "job_id", None)}, key=int)  # fmt: skip
+                  if getattr(job, "job_id", None)}, key=lambda j: (len(j), j))  # fmt: skip
     try:
         if not ids:
             test = _run(["sbatch", "--test-only"], stdin=cluster.job_script())
