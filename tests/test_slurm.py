@@ -368,9 +368,9 @@ def test_ctrl_c_cancels_the_slurm_jobs(base, profile):
     text = log.read_text()
     assert proc.returncode != 0, text[-3000:]
     wait_until_gone(path)
-    states = {row["JobIDRaw"]: row["State"] for row in accounted(path, "State")}
-    assert sorted(states) == jobs and all(s.startswith("CANCELLED") for s in states.values()), (
-        states, text[-3000:])  # fmt: skip
+    # (sacct has a job about a second after its submission: wait for each one's state.)
+    states = {job: _final_state(job) for job in jobs}
+    assert all(state.startswith("CANCELLED") for state in states.values()), (states, text[-3000:])
 
 
 # --- Dask workers as Slurm jobs (SLURMCluster) -------------------------------------------
