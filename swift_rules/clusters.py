@@ -1,7 +1,7 @@
 """Dask clusters for the stage runner, chosen by the ``executor`` config section.
 
 Each backend is one small function returning a ``distributed.Client`` (or None
-for in-process execution). Batch-system backends (HTCondor, DIRAC, Kubernetes)
+for in-process execution). Batch-system backends (HTCondor, Slurm, DIRAC, Kubernetes)
 plug in through ``BACKENDS``.
 """
 
@@ -55,6 +55,12 @@ def _htcondor(cfg: Mapping, workers: int):
     return client(cfg, workers)
 
 
+def _slurm(cfg: Mapping, workers: int):
+    from swift_rules.backends.slurm import client
+
+    return client(cfg, workers)
+
+
 def _kubernetes(cfg: Mapping, workers: int):
     from swift_rules.backends.kubernetes import client
 
@@ -72,6 +78,7 @@ BACKENDS: dict[str, Callable] = {
     "local": _local,
     "address": _address,
     "htcondor": _htcondor,
+    "slurm": _slurm,
     "kubernetes": _kubernetes,
     "dirac": _dirac,
 }

@@ -173,7 +173,7 @@ def test_full_project_from_repo_root(tmp_path):
     assert generators == {"mu::toy": "dimuon_search.generator:ToyGenerator"}
     pyproject = (project / "pyproject.toml").read_text()
     assert (
-        '"swift-rules[workflow,htcondor,kubernetes,dirac] @ '
+        '"swift-rules[workflow,htcondor,slurm,kubernetes,dirac] @ '
         'git+https://github.com/swift/swift-rules@v0.1.0"'
     ) in pyproject
     config = yaml.safe_load((project / "config/config.yaml").read_text())
@@ -292,7 +292,7 @@ def test_gpu_project(gpu_project):
     assert not (gpu_project / ".github").exists()
     assert_fully_rendered(gpu_project)
     pyproject = (gpu_project / "pyproject.toml").read_text()
-    assert '"swift-rules[workflow,htcondor,kubernetes,dirac] @ file://' in pyproject
+    assert '"swift-rules[workflow,htcondor,slurm,kubernetes,dirac] @ file://' in pyproject
     assert 'gpu = ["cupy-cuda12x>=13"]' in pyproject
     assert "histograms_gpu.py" in (gpu_project / "README.md").read_text()
 
@@ -425,6 +425,26 @@ def test_installed_project_dirac_profile_dry_run(gpu_project, installed):
     jobs = job_stats(dry.stdout)
     assert (jobs["swift_generate"], jobs["swift_skim"], jobs["swift_process"]) == (4, 4, 4), jobs
     assert jobs["yields"] == 1
+
+
+def test_installed_project_slurm_profile_dry_run(gpu_project, installed):
+    # As for dirac: the installed Slurm plugin accepts the rendered profile (no cluster).
+    dry = run_in(gpu_project, installed, snakemake_exe(), "--profile=profiles/slurm", "-n")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-5000:]
+    assert "Using profile profiles/slurm" in dry.stdout + dry.stderr
+    jobs = job_stats(dry.stdout)
+    assert (jobs["swift_generate"], jobs["swift_skim"], jobs["swift_process"]) == (4, 4, 4), jobs
+
+
+def test_slurm_project(tmp_path):
+    project = render(tmp_path, backends="local+slurm", ci="none", swift_rules_source="path")
+    assert files_of(project) == expected_files("dimuon_search", {"profiles/slurm/config.yaml"})
+    assert (project / "profiles/slurm/config.yaml").read_text() == (
+        REPO / "profiles/slurm/config.yaml"
+    ).read_text()
+    assert "`profiles/slurm`" in (project / "README.md").read_text()
+    pyproject = (project / "pyproject.toml").read_text()
+    assert f'"swift-rules[workflow,slurm] @ file://{REPO}"' in pyproject
 
 
 def test_dirac_project(tmp_path):

@@ -18,12 +18,17 @@
 
 import os
 
-from swift_rules.backends import batch_resources, guard_htcondor_executor_startup
+from swift_rules.backends import (
+    batch_resources,
+    guard_htcondor_executor_startup,
+    guard_slurm_executor,
+)
 from swift_rules.runner import EXECUTOR_ENV
 from swift_rules.warmstart import offer as swift_warm_start
 from swift_rules.workflow import Plan
 
 guard_htcondor_executor_startup()
+guard_slurm_executor()
 
 # Plan validates the config against swift-rules' JSON schema before anything runs
 # (errors name the key and the value) and fills in the defaults.
