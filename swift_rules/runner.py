@@ -22,6 +22,7 @@ from pathlib import Path
 from swift_rules import device, fingerprint
 from swift_rules.clusters import dask_client
 from swift_rules.errors import SwiftError
+from swift_rules.executors import EXECUTOR_ENV
 from swift_rules.inputs import (
     BAD_KEY,
     DONE_KEY,
@@ -41,8 +42,6 @@ __all__ = ["EXECUTOR_ENV", "InputError", "check_inputs", "default_workers", "run
 
 log = logging.getLogger("swift_rules.runner")
 
-# Executor settings of workflow jobs (JSON), set by the rule files: see stages.smk.
-EXECUTOR_ENV = "SWIFT_RULES_EXECUTOR"
 VERSIONED = ("swift-rules", "coffea", "uproot", "awkward", "hist", "numpy", "numba", "dask")
 
 

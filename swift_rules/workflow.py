@@ -1,8 +1,10 @@
 """What the Snakemake rules ask of a workflow config: datasets, file groups, jobs, targets.
 
-Imported when Snakemake parses the rule files, so it must stay light: no coffea,
-no uproot, no stage code (fingerprints are taken from source text), and Python 3.8
-(REANA's engine).
+The one module the rule files import: the plan (``Plan``), ``rules_path``, and what the
+rules need besides (the executor plugins' resource names and work-arounds, the job
+executor settings' variable, the warm-start offer). Imported when Snakemake parses the
+rule files, so it must stay light: no coffea, no uproot, no dask, no stage code
+(fingerprints are taken from source text), and Python 3.8 (REANA's engine).
 """
 
 from __future__ import annotations
@@ -17,9 +19,21 @@ from pathlib import Path
 from swift_rules import device, fingerprint, remote
 from swift_rules.config import ConfigError, validate_config
 from swift_rules.datasets import Dataset, InputFile, dataset_key, read_fileset
+from swift_rules.executors import (
+    EXECUTOR_ENV,
+    batch_resources,
+    guard_htcondor_executor_startup,
+    guard_slurm_executor,
+)  # fmt: skip
 from swift_rules.options import check_options
 from swift_rules.registry import REGISTRY, RegistryError, load_registrations
 from swift_rules.remote import is_remote
+from swift_rules.warmstart import offer as offer_warm_start
+
+__all__ = [
+    "EXECUTOR_ENV", "Plan", "batch_resources", "guard_htcondor_executor_startup",
+    "guard_slurm_executor", "offer_warm_start", "rules_path", "stage_dir",
+]  # fmt: skip
 
 RULES_DIR = Path(__file__).parent / "rules"
 # Stage settings that size a job but cannot change its output.

@@ -55,3 +55,39 @@ def test_no_generic_file_names_an_analysis():
         if NAMES.search(line)
     ]
     assert named == []
+
+
+RULE_IMPORT = re.compile(r"^\s*(?:from|import)\s+(swift_rules[\w.]*)", re.M)
+
+
+def test_the_generic_rule_files_import_one_module_of_ours():
+    imported = {
+        path.name: sorted(set(RULE_IMPORT.findall(path.read_text())))
+        for path in sorted((PACKAGE / "rules").glob("*.smk"))
+    }
+    assert imported["stages.smk"] == ["swift_rules.workflow"]
+    assert all(found in ([], ["swift_rules.workflow"]) for found in imported.values()), imported
+
+
+def test_an_analysis_rule_file_imports_only_its_own_package():
+    for analysis in ANALYSES:
+        for path in (PACKAGE / analysis).glob("*.smk"):
+            found = set(RULE_IMPORT.findall(path.read_text()))
+            assert all(m.startswith(f"swift_rules.{analysis}") for m in found), (path, found)
+
+
+def test_what_the_rule_files_import_loads_no_event_processing_library():
+    # Parsing a workflow must stay fast: Snakemake parses it at every start, and on
+    # every cluster node that runs a job.
+    import subprocess
+    import sys
+
+    modules = ["swift_rules.workflow"] + [f"swift_rules.{a}.config" for a in ANALYSES]
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "heavy = ('coffea', 'uproot', 'awkward', 'dask', 'distributed', 'numpy', 'numba')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -345,7 +345,7 @@ def test_ctrl_c_cancels_the_slurm_jobs(base, profile):
     path = workdir(base, "interrupted")
     (path / "Snakefile").write_text(
         # What stages.smk does for every swift-rules workflow (see the last tests).
-        "from swift_rules.backends import guard_slurm_executor\nguard_slurm_executor()\n\n"
+        "from swift_rules.executors import guard_slurm_executor\nguard_slurm_executor()\n\n"
         'rule all:\n    input: "a.txt", "b.txt"\n\n'
         'rule sleep:\n    output: "{name}.txt"\n    shell: "sleep 600; touch {output}"\n'
     )
@@ -535,7 +535,7 @@ def test_stage_resources_reach_the_slurm_plugin_under_the_names_it_reads():
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
-    from swift_rules.backends import batch_resources
+    from swift_rules.executors import batch_resources
 
     stage = {"threads": 3, "mem_mb": 1500, "runtime": 7, "gpu": 1}
     declared = {"mem_mb": stage["mem_mb"], "runtime": stage["runtime"], "gpu": stage["gpu"]}
@@ -647,7 +647,7 @@ def test_cancelled_state_guard_keeps_slurms_one_word_state():
 
     import snakemake_executor_plugin_slurm as plugin
 
-    from swift_rules.backends import guard_slurm_executor
+    from swift_rules.executors import guard_slurm_executor
 
     guard_slurm_executor()
     guard_slurm_executor()  # idempotent
@@ -666,7 +666,7 @@ def test_cancel_guard_cancels_jobs_the_executor_lost_track_of(cluster, base):
 
     import snakemake_executor_plugin_slurm as plugin
 
-    from swift_rules.backends import guard_slurm_executor
+    from swift_rules.executors import guard_slurm_executor
 
     guard_slurm_executor()
     path = workdir(base, "lost")

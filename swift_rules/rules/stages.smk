@@ -18,14 +18,15 @@
 
 import os
 
-from swift_rules.backends import (
+# The one module of ours the rule files import: light, and Python 3.8 (tests/test_layers.py).
+from swift_rules.workflow import (
+    EXECUTOR_ENV,
+    Plan,
     batch_resources,
     guard_htcondor_executor_startup,
     guard_slurm_executor,
+    offer_warm_start,
 )
-from swift_rules.runner import EXECUTOR_ENV
-from swift_rules.warmstart import offer as swift_warm_start
-from swift_rules.workflow import Plan
 
 guard_htcondor_executor_startup()
 guard_slurm_executor()
@@ -39,7 +40,7 @@ SR = Plan(config)
 os.environ[EXECUTOR_ENV] = SR.executor_json()
 # Warm start (swift_rules/warmstart.py): the jobs Snakemake runs on this machine fork
 # from one process that has coffea & co. imported, instead of importing them each time.
-swift_warm_start(workflow, SR.config["executor"]["warm_start"])
+offer_warm_start(workflow, SR.config["executor"]["warm_start"])
 
 # REANA (docs/reana.md): the image every rule runs in, and each rule's REANA job
 # resources from config `reana` (its defaults, then the rule's entry under `rules`).
