@@ -4,8 +4,9 @@
 from ``swift_rules/schema/config.schema.yaml``; ``<!-- config-defaults -->`` the config
 with every default filled in; ``<!-- config-example -->`` the reference workflow's
 ``config/config.yaml``; ``<!-- cli-reference -->`` the usage and help of every
-``swift-rules`` subcommand, from ``swift_rules.cli.build_parser()``. Nothing is copied
-by hand, so the pages cannot drift from the code.
+``swift-rules`` subcommand, from ``swift_rules.cli.build_parser()``; ``<!-- api-reference
+-->`` the signature and docstring of every name of the public API (``swift_rules.__all__``).
+Nothing is copied by hand, so the pages cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ CONFIG_MARKER = "<!-- config-reference -->"
 DEFAULTS_MARKER = "<!-- config-defaults -->"
 EXAMPLE_MARKER = "<!-- config-example -->"
 CLI_MARKER = "<!-- cli-reference -->"
+API_MARKER = "<!-- api-reference -->"
 HELP_WIDTH = 96
 # Descriptions for schema nodes that have none (keyed by the path shown in the tables).
 FALLBACK_DESCRIPTIONS = {
@@ -48,7 +50,35 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace(EXAMPLE_MARKER, f"```yaml\n{text.rstrip()}\n```")
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, cli_reference())
+    if API_MARKER in markdown:
+        markdown = markdown.replace(API_MARKER, api_reference())
     return markdown
+
+
+# -- the public API ----------------------------------------------------------------------
+
+
+def api_reference() -> str:
+    """A section per public name: where it lives, its signature, its docstring."""
+    import inspect
+
+    import swift_rules
+
+    out = []
+    for name in swift_rules.__all__:
+        if name.startswith("__"):
+            continue
+        obj = getattr(swift_rules, name)
+        try:
+            signature = str(inspect.signature(obj))
+        except (TypeError, ValueError):
+            signature = ""
+        kind = "class" if inspect.isclass(obj) else "def"
+        out += [f"### `{name}`\n", f"`from {obj.__module__} import {name}`\n",
+                "```python", f"{kind} {name}{signature}", "```", ""]  # fmt: skip
+        doc = inspect.getdoc(obj) or ""
+        out += ["```text", doc, "```", ""] if doc else []
+    return "\n".join(out)
 
 
 # -- config -----------------------------------------------------------------------------

@@ -30,6 +30,17 @@ from pathlib import Path
 from swift_rules.errors import SwiftError
 from swift_rules.remote import is_remote
 
+__all__ = [
+    "Dataset",
+    "FilesetError",
+    "InputFile",
+    "dataset_key",
+    "datasets_from_paths",
+    "parse_fileset",
+    "read_fileset",
+    "write_fileset",
+]
+
 DEFAULT_TREE = "Events"
 # Keys the toolkit itself reads; any other key is the analysis' own and passes through.
 METADATA_KEYS = {

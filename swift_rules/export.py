@@ -28,6 +28,15 @@ from pathlib import Path
 
 from swift_rules.errors import SwiftError
 
+__all__ = [
+    "ExportError",
+    "export",
+    "find_histograms",
+    "normalised_groups",
+    "read_export",
+    "scale_factor",
+]
+
 INFO_KEY = "swift_rules"
 GROUP_AXIS = "process"
 

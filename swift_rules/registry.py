@@ -28,6 +28,16 @@ import yaml
 
 from swift_rules.errors import SwiftError
 
+__all__ = [
+    "REGISTRY",
+    "RegistryError",
+    "Stage",
+    "StageRegistry",
+    "Variant",
+    "load_registrations",
+    "register_stage",
+]
+
 DEVICES = ("cpu", "gpu")
 NAME_PATTERN = re.compile(r"^[A-Za-z_][\w.-]*::[A-Za-z_][\w.-]*$")
 ENTRY_POINT_GROUP = "swift_rules.stages"

@@ -25,6 +25,8 @@ from pathlib import Path
 from swift_rules.atomic import write_bytes
 from swift_rules.errors import SwiftError
 
+__all__ = ["ResultError", "accumulate", "load_meta", "load_result", "merge_results", "save_result"]
+
 FORMAT_VERSION = 2
 MAGIC = b"swift-rules result 2\n"
 

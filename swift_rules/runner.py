@@ -22,7 +22,6 @@ from pathlib import Path
 from swift_rules import device, fingerprint
 from swift_rules.clusters import dask_client
 from swift_rules.errors import SwiftError
-from swift_rules.executors import EXECUTOR_ENV
 from swift_rules.inputs import (
     BAD_KEY,
     DONE_KEY,
@@ -38,7 +37,7 @@ from swift_rules.remote import is_remote
 from swift_rules.results import save_result
 from swift_rules.skims import SKIM_KEY, SkimCollector, write_skim
 
-__all__ = ["EXECUTOR_ENV", "InputError", "check_inputs", "default_workers", "run_stage"]
+__all__ = ["InputError", "run_stage"]
 
 log = logging.getLogger("swift_rules.runner")
 

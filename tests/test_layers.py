@@ -91,3 +91,25 @@ def test_what_the_rule_files_import_loads_no_event_processing_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_public_api_resolves_and_imports_nothing_at_once():
+    import importlib
+    import subprocess
+    import sys
+
+    import swift_rules
+
+    for name in swift_rules.__all__:
+        assert getattr(swift_rules, name) is not None, name
+    for module in ("registry", "results", "datasets", "export", "generation", "runner",
+                   "workflow"):  # fmt: skip
+        mod = importlib.import_module(f"swift_rules.{module}")
+        assert all(hasattr(mod, n) for n in mod.__all__), module
+    # `import swift_rules` (every job's client does it) loads none of its modules.
+    code = (
+        "import sys, swift_rules\n"
+        "print(sorted(m for m in sys.modules if m.startswith('swift_rules.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

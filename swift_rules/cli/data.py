@@ -8,21 +8,12 @@ from swift_rules.cli import parse_json, registrations, registry_of
 from swift_rules.errors import SwiftError
 
 
-def _generator(args):
-    """The generator named on the command line: a registered name or ``module:Class``."""
-    from swift_rules.registry import Variant
-
-    if "::" in args.generator:
-        entry = registry_of(args).generator(args.generator)
-    else:
-        entry = Variant(args.generator, "the command line")
-    return entry.load()()
-
-
 def cmd_generate(args) -> int:
     from pathlib import Path
 
-    generator = _generator(args)
+    from swift_rules.generation import generate_datasets, load_generator
+
+    generator = load_generator(args.generator, registry_of(args))
     if args.list:
         for name, text in getattr(generator, "presets", {}).items():
             print(f"{name}: {text}")
@@ -34,24 +25,13 @@ def cmd_generate(args) -> int:
                             args.compression)  # fmt: skip
         print(f"[swift-rules] wrote {n:,} events of {args.dataset} to {args.out}", file=sys.stderr)
         return 0
-    from swift_rules.datasets import Dataset, InputFile, dataset_key, write_fileset
-
-    presets = getattr(generator, "presets", {})
-    if args.preset not in presets:
-        raise SwiftError(f"generator {args.generator!r} has no preset {args.preset!r}: "
-                         f"{', '.join(presets)}")  # fmt: skip
-    datasets = []
-    for name, spec in generator.datasets(args.preset).items():
-        key, events = dataset_key(name), args.events or spec["events"]
-        files = []
-        for i in range(args.files or spec["files"]):
-            path = Path(args.out) / key / f"{key}_{i:04d}.root"
-            n = generator.write(path, name, i, events, args.seed, args.compression)
-            files.append(InputFile(str(path), "Events", n))
-        print(f"[swift-rules] {name}: {len(files)} file(s) of {events:,} events", file=sys.stderr)
-        datasets.append(Dataset(name, files, dict(spec.get("metadata") or {})))
-    write_fileset(datasets, Path(args.out) / "fileset.json")
-    print(f"[swift-rules] fileset: {Path(args.out) / 'fileset.json'}", file=sys.stderr)
+    datasets = generate_datasets(
+        generator, args.preset, args.out, seed=args.seed, compression=args.compression,
+        events_per_file=args.events, files_per_dataset=args.files,
+    )  # fmt: skip
+    total = sum(ds.entries or 0 for ds in datasets.values())
+    print(f"[swift-rules] {len(datasets)} dataset(s), {total:,} events; fileset: "
+          f"{Path(args.out) / 'fileset.json'}", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -40,7 +40,8 @@ def cmd_stages(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from swift_rules.runner import EXECUTOR_ENV, default_workers, run_stage
+    from swift_rules.executors import EXECUTOR_ENV
+    from swift_rules.runner import default_workers, run_stage
 
     # A user's stage modules next to the workflow import as with `python -m`.
     sys.path.insert(0, os.getcwd())
