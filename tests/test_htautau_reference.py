@@ -174,19 +174,23 @@ def fileset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ours(fileset, tmp_path_factory):
-    """``{dataset: {stage: (output, record)}}`` of the generic runner, and its folder."""
-    out = tmp_path_factory.mktemp("htt-ours")
-    return run_chain(fileset, out, chunksize=CHUNKSIZE), out
+def ours_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("htt-ours")
+
+
+@pytest.fixture(scope="module")
+def ours(fileset, ours_dir):
+    """``{dataset: {stage: (output, record)}}`` of the generic runner."""
+    return run_chain(fileset, ours_dir, chunksize=CHUNKSIZE)
 
 
 def _skim(ours, dataset):
-    return ak.from_parquet(ours[0][dataset][SKIM][1]["skim"]["path"])
+    return ak.from_parquet(ours[dataset][SKIM][1]["skim"]["path"])
 
 
 def _float_weights(ours) -> dict[str, float]:
     """The skims' float ``weight`` column (one value per dataset), as the original fills."""
-    return {d: float(_skim(ours, d).weight[0]) for d in ours[0]}
+    return {d: float(_skim(ours, d).weight[0]) for d in ours}
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +235,7 @@ def _labels() -> list[tuple[str, str, str]]:
 
 def test_every_skim_column_equals_the_reference_event_by_event(ours, reference):
     work, report = reference
-    for dataset in ours[0]:
+    for dataset in ours:
         mine = _skim(ours, dataset)
         ref = _reference_skim(work, dataset)
         assert sorted(ref) == sorted(SKIM_COLUMNS)
@@ -249,7 +253,7 @@ def test_every_skim_column_equals_the_reference_event_by_event(ours, reference):
 
 
 def test_the_skims_keep_the_input_order(ours):
-    for dataset in ours[0]:
+    for dataset in ours:
         mine = _skim(ours, dataset)
         event = ak.to_numpy(mine.event).astype(np.int64)
         assert np.all(np.diff(event) > 0), dataset  # events numbered in file order
@@ -257,7 +261,7 @@ def test_the_skims_keep_the_input_order(ours):
 
 def test_cut_flows_equal_the_reference(ours, reference):
     _, report = reference
-    for dataset, run in ours[0].items():
+    for dataset, run in ours.items():
         expected = dict(report["skims"][dataset]["cutflow"])
         assert list(expected) == ["all", *SKIM_CUTS]
         assert run[SKIM][0]["cutflow"] == expected, dataset
@@ -270,7 +274,7 @@ def test_histogram_counts_equal_the_reference_bin_by_bin(ours, reference):
             for variable in RANGES:
                 for region, tag in zip(REGIONS, ("", "_cr")):
                     ref = f[f"{label}_{variable}{tag}_counts"].values(flow=True)
-                    h = ours[0][dataset][HISTOGRAMS][0][variable]
+                    h = ours[dataset][HISTOGRAMS][0][variable]
                     h = h[{"region": region, "process": process}]
                     mine = h.values(flow=True)
                     assert np.array_equal(mine, ref), (label, variable, region, mine - ref)
@@ -283,7 +287,7 @@ def _weighted(ours, weights) -> dict[str, dict]:
     for dataset, label, process in _labels():
         for variable in RANGES:
             for region in REGIONS:
-                h = ours[0][dataset][HISTOGRAMS][0][variable]
+                h = ours[dataset][HISTOGRAMS][0][variable]
                 h = h[{"region": region, "process": process}]
                 w = weights[dataset]
                 out[label, variable, region] = (
@@ -300,7 +304,7 @@ def test_weighted_histograms_equal_the_reference(ours, reference, fileset):
     them by the float's rounding only (< 6e-8)."""
     work, _ = reference
     contract = {
-        d: scale_factor(d, spec["metadata"], ours[0][d][HISTOGRAMS][1], LUMINOSITY_PB, "events")
+        d: scale_factor(d, spec["metadata"], ours[d][HISTOGRAMS][1], LUMINOSITY_PB, "events")
         for d, spec in fileset.items()
     }
     by_float, by_contract = _weighted(ours, _float_weights(ours)), _weighted(ours, contract)
@@ -315,21 +319,20 @@ def test_weighted_histograms_equal_the_reference(ours, reference, fileset):
             np.testing.assert_allclose(normalised, ref_values, rtol=6e-8, atol=0)
 
 
-def test_normalisation_follows_the_contract(ours, fileset):
+def test_normalisation_follows_the_contract(ours, ours_dir, fileset):
     """The generic export of the nine samples: each simulated one scaled by xsec x lumi /
     nevents into its group, the data added unscaled, ``{variable}_{region}/{group}``."""
-    runs, out = ours
-    normalised, description = read_export(export_chain({d: fileset[d] for d in SAMPLES}, out))
+    normalised, description = read_export(export_chain({d: fileset[d] for d in SAMPLES}, ours_dir))
     meta = fileset["TTbar"]["metadata"]
     scale = meta["xsec"] * LUMINOSITY_PB / meta["nevents"]
     assert description["scales"]["TTbar"] == pytest.approx(scale, rel=1e-15)
-    raw = runs["TTbar"][HISTOGRAMS][0]["m_vis"][{"region": "os", "process": "TT"}]
+    raw = ours["TTbar"][HISTOGRAMS][0]["m_vis"][{"region": "os", "process": "TT"}]
     np.testing.assert_allclose(
         normalised["m_vis_os"]["TT"].values(flow=True), raw.values(flow=True) * scale, rtol=1e-12
     )
-    assert runs["TTbar"][SKIM][0]["cutflow"]["all"] == meta["nevents"]
+    assert ours["TTbar"][SKIM][0]["cutflow"]["all"] == meta["nevents"]
     data = normalised["m_vis_ss"]["data"]
-    raw = [runs[d][HISTOGRAMS][0]["m_vis"][{"region": "ss", "process": "data"}]
+    raw = [ours[d][HISTOGRAMS][0]["m_vis"][{"region": "ss", "process": "data"}]
            for d in SAMPLES if "Run" in d]  # fmt: skip
     assert np.array_equal(data.values(flow=True), sum(h.values(flow=True) for h in raw))
     assert description["groups"]["data"] == {"datasets": DATA_SAMPLES, "is_data": True}
@@ -343,7 +346,7 @@ def test_qcd_estimate_equals_plot_py(ours, reference, fileset):
     weights = _float_weights(ours)
     results, datasets = {}, {}
     for d in SAMPLES:
-        output, record = ours[0][d][HISTOGRAMS]
+        output, record = ours[d][HISTOGRAMS]
         results[d] = ({v: h * weights[d] for v, h in output.items()}, record)
         datasets[d] = {"name": d, **fileset[d]["metadata"]}
     grouped, description = normalised_groups(results, datasets, None, "events")
