@@ -14,8 +14,9 @@ import math
 import awkward as ak
 import numpy as np
 import pytest
+from test_htautau_stages import HISTOGRAMS, SKIM, run_chain
 
-from swift_rules.htautau import pipeline
+from swift_rules.export import find_histograms, scale_factor
 from swift_rules.htautau.generate import write_events
 from swift_rules.htautau.samples import LUMINOSITY_PB
 from swift_rules.htautau.skim import choose_pair, event_weight
@@ -125,7 +126,7 @@ def test_pair_choice_of_many_events_at_once():
 
 
 # ---------------------------------------------------------------------------
-# Through the stage, on a file in the input format
+# Through the stage, on a file in the input format, run by the generic runner (run_chain)
 
 GOOD_MU = {
     "pt": 30.0,
@@ -222,8 +223,11 @@ def skimmed(tmp_path_factory):
             "metadata": {"is_data": True, "process": "data"},
         },
     }
-    skims = pipeline.run_skim(fileset, out / "skims", chunksize=4)
-    return {d: (ak.from_parquet(s["path"]), s["cutflow"]) for d, s in skims.items()}
+    skimmed = {}
+    for dataset, run in run_chain(fileset, out, chunksize=4, histograms=False).items():
+        output, record = run[SKIM]
+        skimmed[dataset] = (ak.from_parquet(record["skim"]["path"]), output["cutflow"])
+    return skimmed
 
 
 def test_selection_of_handmade_events(skimmed):
@@ -291,15 +295,19 @@ def test_event_weight_needs_the_cross_section_and_the_events():
         event_weight({"dataset": "DY", "xsec": 1.0}, LUMINOSITY_PB)
 
 
-def test_nothing_selected_gives_an_empty_skim_and_empty_histograms(tmp_path):
+def test_nothing_selected_gives_an_empty_skim_and_no_histograms(tmp_path):
+    """An empty skim keeps its columns and its source events; the histogram stage has no
+    event to fill (the generic runner calls no chunk): its result holds no histogram, and
+    the dataset can still be normalised."""
     path = tmp_path / "none.root"
     write_events(path, [event(HLT_IsoMu17_eta2p1_LooseIsoPFTau20=False)] * 3)
     meta = {"is_data": False, "xsec": 1.0, "process": "DY", "nevents": 3}
     fileset = {"DY": {"files": {str(path): "Events"}, "metadata": meta}}
-    skims = pipeline.run_skim(fileset, tmp_path / "skims")
-    skim = ak.from_parquet(skims["DY"]["path"])
+    (output, record), (hists, hists_record) = run_chain(fileset, tmp_path)["DY"].values()
+    skim = ak.from_parquet(record["skim"]["path"])
     assert len(skim) == 0 and skim.fields[:3] == ["njets", "npv", "pt_1"]
-    assert skims["DY"]["cutflow"]["all"] == 3 and skims["DY"]["cutflow"]["Passes trigger"] == 0
-    hists = pipeline.run_histograms(skims, fileset)["DY"]
-    assert list(hists["m_vis"].axes["process"]) == ["ZTT", "ZLL"]
-    assert hists["m_vis"].values(flow=True).sum() == 0
+    assert record["skim"]["rows"] == 0
+    assert output["cutflow"]["all"] == 3 and output["cutflow"]["Passes trigger"] == 0
+    assert find_histograms(hists, "DY") == {}
+    assert hists_record["stage"] == HISTOGRAMS and hists_record["source_events"] == {"DY": 3}
+    assert scale_factor("DY", meta, hists_record, LUMINOSITY_PB, "events") == LUMINOSITY_PB / 3

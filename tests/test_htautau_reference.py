@@ -3,10 +3,12 @@
 The reference is the original's own code on RDataFrame (tests/reference/htautau/: skim.cxx,
 histograms.py and the QCD estimate of plot.py, ported only where paths and event counts
 differ), run in its own environment, .venv-root (ROOT from PyPI, environment/envs.py
-builds it on first use; the tests skip only if it cannot be built). Our side: HttSkim with
-coffea's Runner (IterativeExecutor, NanoAODSchema, several chunks per file), the skims
-written with ak.to_parquet and read back (format="parquet", BaseSchema) by HttHistograms,
-normalised as the generic layer does (xsec x luminosity / N).
+builds it on first use; the tests skip only if it cannot be built). Our side is the code
+users run: the generic runner (swift_rules.runner.run_stage, test_htautau_stages.run_chain)
+runs htautau::skim over each dataset (NanoAODSchema, several chunks per file) and writes
+its Parquet skim, a second run_stage reads that skim (BaseSchema) into
+htautau::histograms, and the generic export (swift_rules.export) normalises (xsec x
+luminosity / N) and groups the results.
 
 Compared: every skim column event by event (values bit for bit, types), the cut flows,
 every histogram of histograms.py bin by bin (event counts exactly; sums of weights to
@@ -24,12 +26,12 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from test_htautau_stages import HISTOGRAMS, SKIM, export_chain, run_chain
 
-from swift_rules.htautau import pipeline
+from swift_rules.export import normalised_groups, read_export, scale_factor
 from swift_rules.htautau.generate import generate_dataset, write_events
-from swift_rules.htautau.normalise import normalised_histograms
 from swift_rules.htautau.qcd import qcd_estimate
-from swift_rules.htautau.samples import LUMINOSITY_PB, SAMPLES
+from swift_rules.htautau.samples import DATA_SAMPLES, LUMINOSITY_PB, SAMPLES
 from swift_rules.htautau.variables import RANGES, REGIONS, SKIM_COLUMNS, SKIM_CUTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,11 +174,23 @@ def fileset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ours(fileset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("htt-ours")
-    skims = pipeline.run_skim(fileset, out, chunksize=CHUNKSIZE)
-    hists = pipeline.run_histograms(skims, fileset, chunksize=CHUNKSIZE)
-    return skims, hists
+def ours_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("htt-ours")
+
+
+@pytest.fixture(scope="module")
+def ours(fileset, ours_dir):
+    """``{dataset: {stage: (output, record)}}`` of the generic runner."""
+    return run_chain(fileset, ours_dir, chunksize=CHUNKSIZE)
+
+
+def _skim(ours, dataset):
+    return ak.from_parquet(ours[dataset][SKIM][1]["skim"]["path"])
+
+
+def _float_weights(ours) -> dict[str, float]:
+    """The skims' float ``weight`` column (one value per dataset), as the original fills."""
+    return {d: float(_skim(ours, d).weight[0]) for d in ours}
 
 
 @pytest.fixture(scope="module")
@@ -220,10 +234,9 @@ def _labels() -> list[tuple[str, str, str]]:
 
 
 def test_every_skim_column_equals_the_reference_event_by_event(ours, reference):
-    skims, _ = ours
     work, report = reference
-    for dataset, skim in skims.items():
-        mine = ak.from_parquet(skim["path"])
+    for dataset in ours:
+        mine = _skim(ours, dataset)
         ref = _reference_skim(work, dataset)
         assert sorted(ref) == sorted(SKIM_COLUMNS)
         assert len(mine) == len(ref["event"]) > 0, dataset
@@ -239,44 +252,43 @@ def test_every_skim_column_equals_the_reference_event_by_event(ours, reference):
             )
 
 
-def test_the_skims_keep_the_input_order(ours, fileset):
-    skims, _ = ours
-    for dataset, skim in skims.items():
-        mine = ak.from_parquet(skim["path"])
+def test_the_skims_keep_the_input_order(ours):
+    for dataset in ours:
+        mine = _skim(ours, dataset)
         event = ak.to_numpy(mine.event).astype(np.int64)
         assert np.all(np.diff(event) > 0), dataset  # events numbered in file order
 
 
 def test_cut_flows_equal_the_reference(ours, reference):
-    skims, _ = ours
     _, report = reference
-    for dataset, skim in skims.items():
+    for dataset, run in ours.items():
         expected = dict(report["skims"][dataset]["cutflow"])
         assert list(expected) == ["all", *SKIM_CUTS]
-        assert skim["cutflow"] == expected, dataset
+        assert run[SKIM][0]["cutflow"] == expected, dataset
 
 
 def test_histogram_counts_equal_the_reference_bin_by_bin(ours, reference):
-    _, hists = ours
     work, _ = reference
     with uproot.open(work / "histograms.root") as f:
         for dataset, label, process in _labels():
             for variable in RANGES:
                 for region, tag in zip(REGIONS, ("", "_cr")):
                     ref = f[f"{label}_{variable}{tag}_counts"].values(flow=True)
-                    h = hists[dataset][variable][{"region": region, "process": process}]
+                    h = ours[dataset][HISTOGRAMS][0][variable]
+                    h = h[{"region": region, "process": process}]
                     mine = h.values(flow=True)
                     assert np.array_equal(mine, ref), (label, variable, region, mine - ref)
                     assert np.array_equal(h.variances(flow=True), ref)  # unweighted
 
 
-def _weighted(hists, weights) -> dict[str, dict]:
+def _weighted(ours, weights) -> dict[str, dict]:
     """Our histograms of each label times a per-dataset factor (bins with flow)."""
     out = {}
     for dataset, label, process in _labels():
         for variable in RANGES:
             for region in REGIONS:
-                h = hists[dataset][variable][{"region": region, "process": process}]
+                h = ours[dataset][HISTOGRAMS][0][variable]
+                h = h[{"region": region, "process": process}]
                 w = weights[dataset]
                 out[label, variable, region] = (
                     h.values(flow=True) * w,
@@ -287,20 +299,15 @@ def _weighted(hists, weights) -> dict[str, dict]:
 
 def test_weighted_histograms_equal_the_reference(ours, reference, fileset):
     """The original fills with its float ``weight`` column: ours times that same float equal
-    its sums of weights to 1e-9; ours normalised by the generic layer (xsec x lumi / N in
-    double) differ from them by the float's rounding only (< 6e-8)."""
-    skims, hists = ours
+    its sums of weights to 1e-9; ours normalised by the generic layer (the export's xsec x
+    lumi / N in double, N the skim's source events in the histograms' record) differ from
+    them by the float's rounding only (< 6e-8)."""
     work, _ = reference
-    float_weight = {d: float(ak.from_parquet(s["path"]).weight[0]) for d, s in skims.items()}
     contract = {
-        d: (
-            1.0
-            if spec["metadata"]["is_data"]
-            else spec["metadata"]["xsec"] * LUMINOSITY_PB / skims[d]["cutflow"]["all"]
-        )
+        d: scale_factor(d, spec["metadata"], ours[d][HISTOGRAMS][1], LUMINOSITY_PB, "events")
         for d, spec in fileset.items()
     }
-    by_float, by_contract = _weighted(hists, float_weight), _weighted(hists, contract)
+    by_float, by_contract = _weighted(ours, _float_weights(ours)), _weighted(ours, contract)
     with uproot.open(work / "histograms.root") as f:
         for (label, variable, region), (values, variances) in by_float.items():
             tag = "" if region == "os" else "_cr"
@@ -312,34 +319,39 @@ def test_weighted_histograms_equal_the_reference(ours, reference, fileset):
             np.testing.assert_allclose(normalised, ref_values, rtol=6e-8, atol=0)
 
 
-def test_normalisation_follows_the_contract(ours, fileset):
-    skims, hists = ours
-    outputs = {d: (hists[d], fileset[d]["metadata"], skims[d]["cutflow"]["all"]) for d in SAMPLES}
-    normalised = normalised_histograms(outputs, LUMINOSITY_PB)
+def test_normalisation_follows_the_contract(ours, ours_dir, fileset):
+    """The generic export of the nine samples: each simulated one scaled by xsec x lumi /
+    nevents into its group, the data added unscaled, ``{variable}_{region}/{group}``."""
+    normalised, description = read_export(export_chain({d: fileset[d] for d in SAMPLES}, ours_dir))
     meta = fileset["TTbar"]["metadata"]
     scale = meta["xsec"] * LUMINOSITY_PB / meta["nevents"]
-    raw = hists["TTbar"]["m_vis"][{"region": "os", "process": "TT"}]
+    assert description["scales"]["TTbar"] == pytest.approx(scale, rel=1e-15)
+    raw = ours["TTbar"][HISTOGRAMS][0]["m_vis"][{"region": "os", "process": "TT"}]
     np.testing.assert_allclose(
         normalised["m_vis_os"]["TT"].values(flow=True), raw.values(flow=True) * scale, rtol=1e-12
     )
-    assert skims["TTbar"]["cutflow"]["all"] == meta["nevents"]
+    assert ours["TTbar"][SKIM][0]["cutflow"]["all"] == meta["nevents"]
     data = normalised["m_vis_ss"]["data"]
-    raw = [hists[d]["m_vis"][{"region": "ss", "process": "data"}] for d in SAMPLES if "Run" in d]
+    raw = [ours[d][HISTOGRAMS][0]["m_vis"][{"region": "ss", "process": "data"}]
+           for d in SAMPLES if "Run" in d]  # fmt: skip
     assert np.array_equal(data.values(flow=True), sum(h.values(flow=True) for h in raw))
+    assert description["groups"]["data"] == {"datasets": DATA_SAMPLES, "is_data": True}
 
 
 def test_qcd_estimate_equals_plot_py(ours, reference, fileset):
     """plot.py's arithmetic (TH1::Add, negative bins to zero, Scale(0.8)) on ROOT histograms
-    filled with the float weights equals ours on the same weights, to 1e-9."""
-    skims, hists = ours
+    filled with the float weights equals ours on the same weights, to 1e-9: our histograms
+    times those weights, grouped by the generic export (unscaled: no luminosity)."""
     work, _ = reference
-    float_weight = {d: float(ak.from_parquet(s["path"]).weight[0]) for d, s in skims.items()}
-    outputs = {d: (hists[d], {**fileset[d]["metadata"], "is_data": True}, 1) for d in hists}
-    scaled = {}
-    for d, (h, meta, n) in outputs.items():
-        scaled[d] = ({v: x * float_weight[d] for v, x in h.items()}, meta, n)
-    scaled = {d: v for d, v in scaled.items() if d not in (EDGE_MC, EDGE_DATA)}
-    estimate = qcd_estimate(normalised_histograms(scaled, LUMINOSITY_PB))
+    weights = _float_weights(ours)
+    results, datasets = {}, {}
+    for d in SAMPLES:
+        output, record = ours[d][HISTOGRAMS]
+        results[d] = ({v: h * weights[d] for v, h in output.items()}, record)
+        datasets[d] = {"name": d, **fileset[d]["metadata"]}
+    grouped, description = normalised_groups(results, datasets, None, "events")
+    assert set(description["scales"].values()) == {1.0}
+    estimate = qcd_estimate(grouped)
     checked = 0
     with uproot.open(work / "qcd.root") as f:
         for variable in RANGES:

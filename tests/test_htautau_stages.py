@@ -1,28 +1,75 @@
 """The H -> tautau stages on generated data, and the analysis step after them.
 
-The chain runs as the generic layer runs it (coffea's Runner; skims as Parquet read back
-with BaseSchema): the histograms' layout (the contract), each sample's signature, the QCD
-estimate, the plots and the commands.
+The stages run through the generic layer, as the workflow's jobs run them (one job per
+dataset here): ``swift_rules.runner.run_stage`` of ``htautau::skim`` over a dataset's files
+writes its Parquet skim and record, a second ``run_stage`` of ``htautau::histograms`` reads
+that skim (``BaseSchema``), and ``swift_rules.export`` normalises and groups the results.
+Checked: the histograms' layout (the contract), each sample's signature, the QCD estimate,
+the plots and the commands. The other H -> tautau tests run their stages with
+:func:`run_chain` too.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import awkward as ak
 import hist
 import numpy as np
 import pytest
 
-from swift_rules.htautau import cli, pipeline, plots
+from swift_rules.datasets import count_entries
+from swift_rules.export import export, read_export
+from swift_rules.htautau import cli, plots
 from swift_rules.htautau.generate import generate_dataset
 from swift_rules.htautau.histograms import HttHistograms
-from swift_rules.htautau.normalise import read_normalised
-from swift_rules.htautau.qcd import qcd_estimate, qcd_histogram, read_qcd
-from swift_rules.htautau.samples import GROUPS, QCD_SUBTRACTED, SAMPLES
+from swift_rules.htautau.qcd import qcd_estimate, qcd_histogram
+from swift_rules.htautau.samples import GROUPS, LUMINOSITY_PB, QCD_SUBTRACTED, SAMPLES
 from swift_rules.htautau.variables import LABELS, RANGES, REGIONS, SKIM_COLUMNS
+from swift_rules.registry import StageRegistry
+from swift_rules.runner import run_stage
 
 pytestmark = pytest.mark.filterwarnings("ignore:Missing cross-reference:RuntimeWarning")
+
+SKIM, HISTOGRAMS = "htautau::skim", "htautau::histograms"
+# The stages as a workflow registers them (config `registries: [swift_rules.htautau]`).
+REGISTRY = StageRegistry(builtins=False)
+REGISTRY.register_package("swift_rules.htautau")
+
+
+def run_chain(fileset, out, *, chunksize: int = 100_000, histograms: bool = True) -> dict:
+    """Every dataset of a coffea fileset through the generic runner: ``htautau::skim`` over
+    its files (a skim stage: its skim goes to ``out/skim/{dataset}.parquet``, its result to
+    ``.pkl`` beside it), then ``htautau::histograms`` over that skim
+    (``out/histograms/{dataset}.pkl``), both with the dataset's metadata.
+    Returns ``{dataset: {stage: (output, record)}}``."""
+    out = Path(out)
+    runs = {}
+    for dataset, spec in fileset.items():
+        common = {"sample_metadata": spec["metadata"], "registry": REGISTRY, "progress": False}
+        skim = run_stage(SKIM, dataset, list(spec["files"]), out / "skim" / f"{dataset}.pkl",
+                         stage_config={"skim": True, "chunksize": chunksize}, **common)  # fmt: skip
+        runs[dataset] = {SKIM: skim}
+        if histograms:
+            runs[dataset][HISTOGRAMS] = run_stage(
+                HISTOGRAMS, dataset, [skim[1]["skim"]["path"]],
+                out / "histograms" / f"{dataset}.pkl", stage_config={"chunksize": chunksize},
+                **common,
+            )  # fmt: skip
+    return runs
+
+
+def export_chain(fileset, out, luminosity: float = LUMINOSITY_PB) -> Path:
+    """The generic export of the histograms results of :func:`run_chain` (normalised by
+    xsec x luminosity / the skim's source events, grouped): ``out/histograms.root``."""
+    datasets = {
+        str(Path(out) / "histograms" / f"{name}.pkl"): {"name": name, **spec["metadata"]}
+        for name, spec in fileset.items()
+    }
+    target = Path(out) / "histograms.root"
+    export(list(datasets), datasets, target, stage=HISTOGRAMS, luminosity=luminosity)
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +80,19 @@ def fileset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def analysis(fileset, tmp_path_factory):
     out = tmp_path_factory.mktemp("htt-run")
-    return out, pipeline.run(fileset, out, chunksize=2500)
+    runs = run_chain(fileset, out, chunksize=2500)
+    exported = export_chain(fileset, out)
+    normalised, description = read_export(exported)
+    return {"runs": runs, "export": exported, "normalised": normalised,
+            "description": description, "qcd": qcd_estimate(normalised)}  # fmt: skip
 
 
 def _skim(analysis, dataset):
-    return ak.from_parquet(analysis[1]["skims"][dataset]["path"])
+    return ak.from_parquet(analysis["runs"][dataset][SKIM][1]["skim"]["path"])
+
+
+def _histograms(analysis, dataset):
+    return analysis["runs"][dataset][HISTOGRAMS][0]
 
 
 def test_skims_have_the_columns_and_types(analysis):
@@ -49,8 +104,8 @@ def test_skims_have_the_columns_and_types(analysis):
 
 
 def test_histograms_follow_the_contract(analysis):
-    _, result = analysis
-    for dataset, hists in result["histograms"].items():
+    for dataset in analysis["runs"]:
+        hists = _histograms(analysis, dataset)
         assert list(hists) == list(RANGES)
         process = SAMPLES[dataset]["process"]
         groups = ["ZTT", "ZLL"] if process == "DY" else [process]
@@ -68,7 +123,7 @@ def test_histograms_follow_the_contract(analysis):
             assert isinstance(h.storage_type(), hist.storage.Weight)
             # unweighted: every entry counts 1
             assert np.array_equal(h.values(flow=True), h.variances(flow=True))
-    njets = result["histograms"]["DYJetsToLL"]["njets"]
+    njets = _histograms(analysis, "DYJetsToLL")["njets"]
     skim = _skim(analysis, "DYJetsToLL")
     base = (skim.mt_1 < 30) & (skim.iso_1 < 0.1) & (skim.q_1 * skim.q_2 < 0)
     assert njets[{"region": "os"}].values(flow=True).sum() == ak.sum(base)
@@ -77,7 +132,7 @@ def test_histograms_follow_the_contract(analysis):
 
 
 def test_every_signal_region_histogram_is_populated(analysis):
-    normalised = analysis[1]["normalised"]
+    normalised = analysis["normalised"]
     for variable in RANGES:
         for group in GROUPS[1:]:  # all but QCD, which is estimated
             h = normalised[f"{variable}_os"][group]
@@ -119,7 +174,7 @@ def test_each_sample_has_its_signature(analysis):
 
 
 def test_data_and_simulation_agree_with_the_qcd_estimate(analysis):
-    estimate = analysis[1]["qcd"]["m_vis"]
+    estimate = analysis["qcd"]["m_vis"]
     data = estimate["data"].values(flow=True).sum()
     total = sum(estimate[g].values(flow=True).sum() for g in GROUPS if g != "data")
     assert total == pytest.approx(data, rel=0.15)
@@ -128,12 +183,13 @@ def test_data_and_simulation_agree_with_the_qcd_estimate(analysis):
 
 def test_chunking_does_not_change_the_skims(fileset, tmp_path):
     subset = {d: fileset[d] for d in ("Run2012B_TauPlusX",)}
-    a = pipeline.run_skim(subset, tmp_path / "a", chunksize=700)
-    b = pipeline.run_skim(subset, tmp_path / "b", chunksize=100_000)
+    a = run_chain(subset, tmp_path / "a", chunksize=700, histograms=False)
+    b = run_chain(subset, tmp_path / "b", chunksize=100_000, histograms=False)
     for dataset in subset:
-        assert a[dataset]["cutflow"] == b[dataset]["cutflow"]
+        (a_out, a_record), (b_out, b_record) = a[dataset][SKIM], b[dataset][SKIM]
+        assert a_out["cutflow"] == b_out["cutflow"]
         assert ak.array_equal(
-            ak.from_parquet(a[dataset]["path"]), ak.from_parquet(b[dataset]["path"])
+            ak.from_parquet(a_record["skim"]["path"]), ak.from_parquet(b_record["skim"]["path"])
         )
 
 
@@ -154,7 +210,7 @@ def test_qcd_estimate_arithmetic():
 
 
 def test_qcd_needs_its_groups(analysis):
-    normalised = dict(analysis[1]["normalised"])
+    normalised = dict(analysis["normalised"])
     normalised["m_vis_ss"] = {g: h for g, h in normalised["m_vis_ss"].items() if g != "TT"}
     with pytest.raises(LookupError, match="m_vis_ss/TT"):
         qcd_estimate(normalised, ["m_vis"])
@@ -162,7 +218,6 @@ def test_qcd_needs_its_groups(analysis):
 
 
 def test_commands_write_the_qcd_file_and_the_plots(analysis, tmp_path):
-    out, result = analysis
     parser = argparse.ArgumentParser()
     subparsers = parser.add_subparsers(dest="command", required=True)
 
@@ -172,17 +227,18 @@ def test_commands_write_the_qcd_file_and_the_plots(analysis, tmp_path):
         return sp
 
     cli.add_commands(add)
-    args = parser.parse_args(
-        ["qcd", str(out / "normalised.root"), "--out", str(tmp_path / "q.root")]
-    )
+    assert set(analysis["normalised"]) == {f"{v}_{r}" for v in RANGES for r in REGIONS}
+    args = parser.parse_args(["qcd", str(analysis["export"]), "--out", str(tmp_path / "q.root")])
     assert args.func(args) == 0
-    estimate = read_qcd(tmp_path / "q.root")
+    estimate, description = read_export(tmp_path / "q.root")
     assert set(estimate) == set(RANGES) and set(estimate["m_vis"]) == set(GROUPS)
-    expected = result["qcd"]["m_vis"]["QCD"].values(flow=True)
+    expected = analysis["qcd"]["m_vis"]["QCD"].values(flow=True)
     assert np.allclose(estimate["m_vis"]["QCD"].values(flow=True), expected, rtol=1e-12)
-    assert set(read_normalised(out / "normalised.root")) == {
-        f"{v}_{r}" for v in RANGES for r in REGIONS
-    }
+    # the export's description, with the estimate's histograms and how QCD was made
+    assert description["luminosity"] == LUMINOSITY_PB == analysis["description"]["luminosity"]
+    assert description["groups"]["QCD"]["is_data"] is False
+    assert description["qcd"]["scale_factor"] == 0.80
+    assert description["histograms"]["m_vis"] == sorted(GROUPS)
     args = parser.parse_args(
         [
             "plot",
@@ -198,7 +254,7 @@ def test_commands_write_the_qcd_file_and_the_plots(analysis, tmp_path):
 
 
 def test_plots_are_reproducible(analysis, tmp_path):
-    estimate = analysis[1]["qcd"]
+    estimate = analysis["qcd"]
     first = plots.make_plots(estimate, tmp_path / "a", ["pt_2"])
     second = plots.make_plots(estimate, tmp_path / "b", ["pt_2"])
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
@@ -224,11 +280,13 @@ def test_histogram_options():
     assert stage.variables == ["m_vis"] and stage.mt_1_max == 50.0 and stage.iso_1_max == 0.1
 
 
-def test_the_pipeline_adds_nevents_as_the_generic_layer_does(fileset):
-    spec = fileset["TTbar"]
-    bare = {"files": spec["files"], "metadata": {k: v for k, v in spec["metadata"].items()
-                                                 if k != "nevents"}}  # fmt: skip
-    assert pipeline.with_nevents(bare)["metadata"]["nevents"] == spec["metadata"]["nevents"]
-    (path,) = spec["files"]
-    counted = {"files": {path: {"object_path": "Events", "num_entries": 7}}, "metadata": {}}
-    assert pipeline.with_nevents(counted)["metadata"]["nevents"] == 7
+def test_the_stages_see_the_events_that_the_generic_layer_counts(analysis, fileset):
+    """The skim's weight needs the dataset's ``nevents``: the workflow gives a stage the
+    events of its files (``Plan.metadata``), which are the generated fileset's; the
+    histograms' record carries the skim's source events, by which the export normalises."""
+    for dataset, spec in fileset.items():
+        counted = sum(count_entries(path) for path in spec["files"])
+        output, record = analysis["runs"][dataset][SKIM]
+        assert spec["metadata"]["nevents"] == counted == output["cutflow"]["all"], dataset
+        assert record["events"] == {dataset: counted}
+        assert analysis["runs"][dataset][HISTOGRAMS][1]["source_events"] == {dataset: counted}

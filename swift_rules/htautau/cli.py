@@ -10,25 +10,21 @@ import sys
 
 
 def cmd_qcd(args) -> int:
-    from swift_rules.htautau.normalise import read_normalised
-    from swift_rules.htautau.qcd import qcd_estimate, write_qcd
+    from swift_rules.htautau.qcd import qcd_file
 
-    estimate = qcd_estimate(
-        read_normalised(args.histograms),
-        variables=args.variables or None,
-        scale_factor=args.scale_factor,
-        where=args.histograms,
+    estimate = qcd_file(
+        args.histograms, args.out, variables=args.variables or None, scale_factor=args.scale_factor
     )
-    write_qcd(args.out, estimate)
     print(f"[swift-rules] QCD estimate of {len(estimate)} variables: {args.out}", file=sys.stderr)
     return 0
 
 
 def cmd_plot(args) -> int:
+    from swift_rules.export import read_export
     from swift_rules.htautau.plots import make_plots
-    from swift_rules.htautau.qcd import read_qcd
 
-    for path in make_plots(read_qcd(args.histograms), args.out, args.variables or None):
+    estimate, _ = read_export(args.histograms)
+    for path in make_plots(estimate, args.out, args.variables or None):
         print(path)
     return 0
 
@@ -41,7 +37,10 @@ def add_commands(add) -> None:
         cmd_qcd,
         "The QCD multijet estimate of plot.py: same-sign data minus simulation, x 0.80.",
     )
-    sp.add_argument("histograms", help="normalised histograms ({variable}_{os,ss}/{group})")
+    sp.add_argument(
+        "histograms",
+        help="the generic export of htautau::histograms ({variable}_{os,ss}/{group})",
+    )
     sp.add_argument("--out", required=True, help="ROOT file: {variable}/{group}, QCD included")
     sp.add_argument("--variables", nargs="*", help="only these variables (default: all 34)")
     sp.add_argument(

@@ -1,7 +1,8 @@
 """The stacked plots of ``plot.py``, with matplotlib and mplhep.
 
 One figure per variable, in ``plot.py``'s order, from the QCD step's histograms
-(:mod:`swift_rules.htautau.qcd`): QCD, ttbar, W+jets, Z -> ll, Z -> tautau stacked (bottom
+(:mod:`swift_rules.htautau.qcd`; the ``plot`` command reads its file with
+:func:`swift_rules.export.read_export`): QCD, ttbar, W+jets, Z -> ll, Z -> tautau stacked (bottom
 to top) in its colours, ggH x 10 and qqH x 100 as lines, data as points with their
 statistical errors; its legend (two columns, its order and texts), axis titles, y range
 (1 to 1.4 x the larger of the stack's and the data's maximum) and the labels

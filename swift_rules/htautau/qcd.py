@@ -6,9 +6,12 @@ set to zero (the under- and overflow are left as they are: ``plot.py`` loops ove
 1..N), times 0.80. As ROOT's ``TH1::Add`` and ``TH1::Scale`` do, the variances add and are
 scaled by 0.80^2; the data's variance is its count.
 
-Input: the normalised histograms ``{variable}_{region}/{group}`` (``swift-rules export`` or
-:mod:`swift_rules.htautau.normalise`). Output: the signal-region histograms of every group
-with ``QCD`` added, ``{variable}/{group}``, which :mod:`swift_rules.htautau.plots` draws.
+Input: the generic export of ``htautau::histograms`` (``swift-rules export``), normalised
+and grouped, ``{variable}_{region}/{group}``, read with :func:`swift_rules.export.read_export`.
+Output (:func:`qcd_file`): the signal region's groups with ``QCD`` added,
+``{variable}/{group}``, written by :func:`swift_rules.export.write_root` with the input's
+description (groups, scales, luminosity) and how ``QCD`` was made; ``read_export`` reads it
+back (the ``plot`` command, :mod:`swift_rules.htautau.plots`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from swift_rules.errors import SwiftError
 from swift_rules.htautau.samples import DATA, QCD, QCD_SCALE_FACTOR, QCD_SUBTRACTED
 from swift_rules.htautau.variables import VARIABLES
 
 
-class MissingInputError(LookupError):
+class MissingInputError(SwiftError, LookupError):
     def __str__(self) -> str:
         return str(self.args[0])
 
@@ -74,14 +78,32 @@ def qcd_estimate(
     return out
 
 
-def write_qcd(path: str | os.PathLike, estimate: Mapping) -> None:
-    """Write ``{variable}/{group}`` (``QCD`` included) to a ROOT file, atomically."""
-    from swift_rules.htautau.normalise import write_normalised
+def qcd_description(description: Mapping, estimate: Mapping, scale_factor: float, where: str):
+    """The exported input's description for the estimate's file: its histograms, the
+    ``QCD`` group (made of the data and the subtracted groups' datasets) and how."""
+    out = dict(description)
+    groups = dict(out.get("groups") or {})
+    made_of = [d for g in (DATA, *QCD_SUBTRACTED) for d in groups.get(g, {}).get("datasets", [])]
+    groups[QCD] = {"datasets": sorted(set(made_of)), "is_data": False}
+    out["groups"] = dict(sorted(groups.items()))
+    out["histograms"] = {name: sorted(g) for name, g in sorted(estimate.items())}
+    out["qcd"] = {"from": where, "region": "ss", "subtracted": list(QCD_SUBTRACTED),
+                  "scale_factor": scale_factor}  # fmt: skip
+    return out
 
-    write_normalised(path, estimate)
 
+def qcd_file(
+    histograms: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    variables: Iterable[str] | None = None,
+    scale_factor: float = QCD_SCALE_FACTOR,
+) -> dict:
+    """The ``qcd`` command: the estimate of the exported ``histograms``, written to ``out``
+    (``{variable}/{group}``, QCD included, and the description); returns the estimate."""
+    from swift_rules.export import read_export, write_root
 
-def read_qcd(path: str | os.PathLike) -> dict:
-    from swift_rules.htautau.normalise import read_normalised
-
-    return read_normalised(path)
+    normalised, description = read_export(histograms)
+    estimate = qcd_estimate(normalised, variables, scale_factor, where=str(histograms))
+    write_root(out, estimate, qcd_description(description, estimate, scale_factor, str(histograms)))
+    return estimate
