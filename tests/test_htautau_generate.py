@@ -13,6 +13,7 @@ import pytest
 import uproot
 import yaml
 
+from swift_rules.chunks import chunk_len, concat_chunks
 from swift_rules.htautau import generate, inputs
 from swift_rules.htautau.generator import HttGenerator
 from swift_rules.htautau.presets import DATA_COMPOSITION, DATA_EVENTS
@@ -119,8 +120,8 @@ def test_same_inputs_same_events_and_chunking_does_not_matter(tmp_path):
     for key in a:
         assert ak.array_equal(a[key], b[key]), key
     chunks = list(generate.iter_chunks("W2JetsToLNu", 1200, file_index=1, seed=9, chunk_size=250))
-    assert [generate._chunk_len(c) for c in chunks] == [250, 250, 250, 250, 200]
-    joined = generate._to_arrays(generate._concat_chunks(chunks))
+    assert [chunk_len(c) for c in chunks] == [250, 250, 250, 250, 200]
+    joined = generate._to_arrays(concat_chunks(chunks))
     for key in a:
         assert ak.array_equal(a[key], joined[key]), key
     other = generate.generate_arrays("W2JetsToLNu", 1200, file_index=1, seed=10)

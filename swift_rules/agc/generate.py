@@ -47,6 +47,7 @@ from swift_rules.agc.nanoaod import BRANCH_TYPES, COLLECTIONS
 from swift_rules.agc.presets import DEFAULT_SIZES, preset_total  # noqa: F401 (re-exported)
 from swift_rules.agc.processes import VARIATIONS, check_sample, simulate
 from swift_rules.atomic import atomic_path
+from swift_rules.chunks import chunk_len, concat_chunks, rechunk
 
 __all__ = [
     "BLOCK_SIZE",
@@ -115,37 +116,6 @@ def _generate_block(process, variation, n, *, file_index, block_index, seed):
     return chunk
 
 
-def _chunk_len(chunk) -> int:
-    return len(chunk["run"])
-
-
-def _slice_chunk(chunk, start, stop):
-    out = {}
-    for name, value in chunk.items():
-        if isinstance(value, tuple):
-            counts, cols = value
-            offsets = np.concatenate([[0], np.cumsum(counts)])
-            lo, hi = offsets[start], offsets[stop]
-            out[name] = (counts[start:stop], {c: v[lo:hi] for c, v in cols.items()})
-        else:
-            out[name] = value[start:stop]
-    return out
-
-
-def _concat_chunks(chunks):
-    if len(chunks) == 1:
-        return chunks[0]
-    out = {}
-    for name, value in chunks[0].items():
-        if isinstance(value, tuple):
-            counts = np.concatenate([c[name][0] for c in chunks])
-            cols = {f: np.concatenate([c[name][1][f] for c in chunks]) for f in value[1]}
-            out[name] = (counts, cols)
-        else:
-            out[name] = np.concatenate([c[name] for c in chunks])
-    return out
-
-
 def iter_chunks(
     process: str,
     variation: str,
@@ -169,27 +139,15 @@ def iter_chunks(
     if file_index < 0:
         raise ValueError(f"file_index must be >= 0, got {file_index}")
     chunk_size = int(chunk_size or WRITE_CHUNK)
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
-
-    pending: list[dict] = []
-    pending_n = 0
     n_blocks = -(-n_events // BLOCK_SIZE)
-    for block_index in range(n_blocks):
-        n = min(BLOCK_SIZE, n_events - block_index * BLOCK_SIZE)
-        block = _generate_block(
-            process, variation, n, file_index=file_index, block_index=block_index, seed=seed
+    blocks = (
+        _generate_block(
+            process, variation, min(BLOCK_SIZE, n_events - i * BLOCK_SIZE),
+            file_index=file_index, block_index=i, seed=seed,
         )
-        pending.append(block)
-        pending_n += n
-        while pending_n >= chunk_size:
-            merged = _concat_chunks(pending)
-            yield _slice_chunk(merged, 0, chunk_size)
-            rest = _slice_chunk(merged, chunk_size, pending_n)
-            pending_n -= chunk_size
-            pending = [rest] if pending_n else []
-    if pending_n:
-        yield _concat_chunks(pending)
+        for i in range(n_blocks)
+    )  # fmt: skip
+    yield from rechunk(blocks, chunk_size)
 
 
 def _to_uproot(chunk) -> dict:
@@ -235,7 +193,7 @@ def generate_arrays(
         chunks = [
             _generate_block(process, variation, 0, file_index=file_index, block_index=0, seed=seed)
         ]
-    return _to_awkward(_concat_chunks(chunks))
+    return _to_awkward(concat_chunks(chunks))
 
 
 # ---------------------------------------------------------------------------
@@ -302,7 +260,7 @@ def generate_file(
             process, variation, n_events, file_index=file_index, seed=seed, chunk_size=chunk_size
         ):
             tree.extend(_to_uproot(chunk))
-            written += _chunk_len(chunk)
+            written += chunk_len(chunk)
     return written
 
 

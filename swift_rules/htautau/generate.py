@@ -32,6 +32,7 @@ import numpy as np
 import uproot
 
 from swift_rules.atomic import atomic_path
+from swift_rules.chunks import chunk_len, concat_chunks, rechunk
 from swift_rules.htautau.inputs import COLLECTIONS, EVENT_FIELDS, LAYOUT, MET_FIELDS
 from swift_rules.htautau.presets import DATA_COMPOSITION
 from swift_rules.htautau.samples import SAMPLE_NAMES, SAMPLES
@@ -91,37 +92,6 @@ def _generate_block(dataset: str, n: int, *, file_index: int, block_index: int, 
     return chunk
 
 
-def _chunk_len(chunk) -> int:
-    return len(chunk["run"])
-
-
-def _slice_chunk(chunk, start, stop):
-    out = {}
-    for name, value in chunk.items():
-        if isinstance(value, tuple):
-            counts, cols = value
-            offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-            lo, hi = offsets[start], offsets[stop]
-            out[name] = (counts[start:stop], {c: v[lo:hi] for c, v in cols.items()})
-        else:
-            out[name] = value[start:stop]
-    return out
-
-
-def _concat_chunks(chunks):
-    if len(chunks) == 1:
-        return chunks[0]
-    out = {}
-    for name, value in chunks[0].items():
-        if isinstance(value, tuple):
-            counts = np.concatenate([c[name][0] for c in chunks])
-            cols = {f: np.concatenate([c[name][1][f] for c in chunks]) for f in value[1]}
-            out[name] = (counts, cols)
-        else:
-            out[name] = np.concatenate([c[name] for c in chunks])
-    return out
-
-
 def iter_chunks(
     dataset: str,
     n_events: int,
@@ -140,25 +110,14 @@ def iter_chunks(
     if file_index < 0:
         raise ValueError(f"file_index must be >= 0, got {file_index}")
     chunk_size = int(chunk_size or WRITE_CHUNK)
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
-    pending: list[dict] = []
-    pending_n = 0
-    for block_index in range(-(-n_events // BLOCK_SIZE)):
-        n = min(BLOCK_SIZE, n_events - block_index * BLOCK_SIZE)
-        pending.append(
-            _generate_block(dataset, n, file_index=file_index, block_index=block_index, seed=seed)
+    blocks = (
+        _generate_block(
+            dataset, min(BLOCK_SIZE, n_events - i * BLOCK_SIZE), file_index=file_index,
+            block_index=i, seed=seed,
         )
-        pending_n += n
-        while pending_n >= chunk_size:
-            merged = _concat_chunks(pending)
-            yield _slice_chunk(merged, 0, chunk_size)
-            pending_n -= chunk_size
-            pending = (
-                [_slice_chunk(merged, chunk_size, chunk_size + pending_n)] if pending_n else []
-            )
-    if pending_n:
-        yield _concat_chunks(pending)
+        for i in range(-(-n_events // BLOCK_SIZE))
+    )  # fmt: skip
+    yield from rechunk(blocks, chunk_size)
 
 
 def _record_type(fields) -> ak.types.Type:
@@ -211,7 +170,7 @@ def generate_arrays(dataset: str, n_events: int, *, file_index: int = 0, seed: i
     )
     if not chunks:
         chunks = [_generate_block(dataset, 0, file_index=file_index, block_index=0, seed=seed)]
-    return _to_arrays(_concat_chunks(chunks))
+    return _to_arrays(concat_chunks(chunks))
 
 
 @contextlib.contextmanager
@@ -298,7 +257,7 @@ def _write(path, chunks, *, is_data: bool, compression: str, metadata: str | Non
             tree = f.mktree("Events", _tree_types(is_data), title="Events")
         for chunk in chunks:
             tree.extend(_to_uproot(chunk))
-            written += _chunk_len(chunk)
+            written += chunk_len(chunk)
     return written
 
 

@@ -43,6 +43,7 @@ import zlib
 
 import numpy as np
 
+from swift_rules.fourvectors import decay2
 from swift_rules.htautau.inputs import COLLECTIONS
 
 # ---------------------------------------------------------------------------
@@ -74,33 +75,6 @@ def _pt_eta_phi(p):
     _, px, py, pz = p
     pt = np.hypot(px, py)
     return pt, np.arcsinh(pz / np.maximum(pt, 1e-9)), np.arctan2(py, px)
-
-
-def _boost(p, parent, parent_mass):
-    """Boost ``p``, given in the parent's rest frame, to the frame where it is ``parent``."""
-    e, x, y, z = p
-    pe, px, py, pz = parent
-    bx, by, bz = px / pe, py / pe, pz / pe
-    gamma = pe / parent_mass
-    b2 = bx * bx + by * by + bz * bz
-    bp = bx * x + by * y + bz * z
-    g2 = np.where(b2 > 0, (gamma - 1.0) / np.where(b2 > 0, b2, 1.0), 0.0)
-    k = g2 * bp + gamma * e
-    return (gamma * (e + bp), x + k * bx, y + k * by, z + k * bz)
-
-
-def _decay2(rng, parent, mass, m1, m2):
-    """Isotropic two-body decay of ``parent`` (of mass ``mass``) into masses m1 and m2."""
-    n = len(mass)
-    s = mass * mass
-    pstar = np.sqrt(np.maximum((s - (m1 + m2) ** 2) * (s - (m1 - m2) ** 2), 0.0)) / (2.0 * mass)
-    cos_t = rng.uniform(-1.0, 1.0, n)
-    sin_t = np.sqrt(1.0 - cos_t * cos_t)
-    phi = rng.uniform(0.0, TWO_PI, n)
-    dx, dy, dz = pstar * sin_t * np.cos(phi), pstar * sin_t * np.sin(phi), pstar * cos_t
-    d1 = _boost((np.sqrt(pstar * pstar + m1 * m1), dx, dy, dz), parent, mass)
-    d2 = _boost((np.sqrt(pstar * pstar + m2 * m2), -dx, -dy, -dz), parent, mass)
-    return d1, d2
 
 
 def _take(p, index):
@@ -304,7 +278,7 @@ class Builder:
     def tau_pair(self, evt, parent, mass, modes):
         """parent -> tau tau; ``modes``: {(mode 1, mode 2): probability}."""
         rng, n = self.rng, len(evt)
-        t1, t2 = _decay2(rng, parent, mass, M_TAU, M_TAU)
+        t1, t2 = decay2(rng, parent, mass, M_TAU, M_TAU)
         charge = np.where(rng.random(n) < 0.5, -1, 1).astype(np.int32)
         pairs = list(modes)
         which = choose(rng, n, list(modes.values()))
@@ -321,7 +295,7 @@ class Builder:
         """W -> (mu nu, e nu, tau nu, q q'), ``probs`` in that order."""
         rng, n = self.rng, len(evt)
         mode = choose(rng, n, probs)
-        f1, f2 = _decay2(rng, w, mw, 0.0, 0.0)
+        f1, f2 = decay2(rng, w, mw, 0.0, 0.0)
         for code, flavour in ((0, MUON), (1, ELECTRON)):
             sel = np.flatnonzero(mode == code)
             self.lepton(evt[sel], _pt_eta_phi(_take(f1, sel)), charge[sel], flavour, PROMPT)
@@ -757,7 +731,7 @@ def _gen_dy(b: Builder, evt):
     )
     for code, flavour, m in ((1, MUON, M_MUON), (2, ELECTRON, M_ELECTRON)):
         sel = np.flatnonzero(channel == code)
-        l1, l2 = _decay2(rng, _take(z, sel), mass[sel], m, m)
+        l1, l2 = decay2(rng, _take(z, sel), mass[sel], m, m)
         q = np.where(rng.random(len(sel)) < 0.5, -1, 1).astype(np.int32)
         b.lepton(evt[sel], _pt_eta_phi(l1), q, flavour, PROMPT)
         b.lepton(evt[sel], _pt_eta_phi(l2), -q, flavour, PROMPT)
@@ -795,14 +769,14 @@ def _gen_tt(b: Builder, evt):
     m2 = _breit_wigner(rng, n, M_TOP, W_TOP, 160.0, 185.0)
     mtt = m1 + m2 + rng.gamma(2.0, 60.0, n)
     system = b.boson(evt, mtt, rx, ry, 1.0)
-    t1, t2 = _decay2(rng, system, mtt, m1, m2)
+    t1, t2 = decay2(rng, system, mtt, m1, m2)
     charge = np.where(rng.random(n) < 0.5, 1, -1).astype(np.int32)
     for top, mt, q, probs in (
         (t1, m1, charge, (0.6, 0.0, 0.4, 0.0)),
         (t2, m2, -charge, (0.1, 0.1, 0.4, 0.4)),
     ):
         mw = _breit_wigner(rng, n, M_W, W_W, 65.0, 95.0)
-        w, bq = _decay2(rng, top, mt, mw, M_B)
+        w, bq = decay2(rng, top, mt, mw, M_B)
         pt, eta, phi = _pt_eta_phi(bq)
         b.jet(evt, pt, eta, phi, BOTTOM)
         b.w_decay(evt, w, mw, q, probs)
