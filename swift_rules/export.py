@@ -188,7 +188,12 @@ def read_export(path: str | Path):
     """``({name: {group: hist.Hist}}, description)`` of an exported file."""
     import uproot
 
-    with uproot.open(path) as f:
+    try:
+        f = uproot.open(path)
+    except Exception as err:  # a missing file, or not ROOT at all
+        why = " ".join(str(err).split())
+        raise ExportError(f"cannot read {path} as a ROOT file: {why}") from None
+    with f:
         if INFO_KEY not in f:
             raise ExportError(f"{path} was not written by `swift-rules export`")
         description = json.loads(str(f[INFO_KEY]))
