@@ -39,7 +39,7 @@ from swift_rules.skims import SKIM_KEY, SkimCollector, write_skim
 
 __all__ = ["InputError", "run_stage"]
 
-log = logging.getLogger("swift_rules.runner")
+log = logging.getLogger(__name__)
 
 VERSIONED = ("swift-rules", "coffea", "uproot", "awkward", "hist", "numpy", "numba", "dask")
 
@@ -143,15 +143,14 @@ def run_stage(
     save_result(out, output, meta)
     rate = f"{n_events / wall:,.0f} events/s" if wall > 0 else ""
     skipped = inputs.skipped
-    print(
-        f"[swift-rules] {stage_name} ({choice.device}) on {sample}: {n_events:,} events from "
+    log.info(
+        f"{stage_name} ({choice.device}) on {sample}: {n_events:,} events from "
         f"{len(inputs.entries)} file(s) in {wall:.2f} s, {rate}"
         + (f"; {meta['skim']['rows']:,} selected events to {skim_out}" if skim else "")
-        + (f"; skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}" if skipped else ""),
-        file=sys.stderr,
+        + (f"; skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}" if skipped else "")
     )
     for where, why in damaged.items():
-        print(f"[swift-rules] left out, unreadable: {where}: {why}", file=sys.stderr)
+        log.warning(f"left out, unreadable: {where}: {why}")
     return output, meta
 
 
@@ -232,12 +231,10 @@ class ProgressLog:
             self.last = now
             rate = self.done / (now - self.started)
             eta = (self.total - self.done) / rate if rate else float("nan")
-            print(
-                f"[swift-rules] {self.label}: {self.done:,}/{self.total:,} events "
+            log.info(
+                f"{self.label}: {self.done:,}/{self.total:,} events "
                 f"({100 * self.done / max(self.total, 1):.0f}%), {rate:,.0f} events/s, "
-                f"about {eta:.0f} s left",
-                file=sys.stderr,
-                flush=True,
+                f"about {eta:.0f} s left"
             )
         return out
 
@@ -278,7 +275,7 @@ def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
                 proc = ProgressLog(proc, sum(files.values()), sample)
         else:
             ex = processor.DaskExecutor(client=client, status=progress, retries=0)
-            print(f"[swift-rules] Dask scheduler: {client.scheduler.address}", file=sys.stderr)
+            log.info(f"Dask scheduler: {client.scheduler.address}")
         file_format = inputs.format
         runner = processor.Runner(
             ex, chunksize=chunksize, schema=_schema(stage_config, file_format), format=file_format

@@ -256,8 +256,14 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     shutil.rmtree(tmp_path / "nothing", ignore_errors=True)
 
 
-def test_progress_lines_for_log_files(capsys):
+def test_progress_lines_for_log_files(caplog):
+    # Through the module's logger: `swift-rules run` prints them on stderr as
+    # "[swift-rules] s__v: 10/30 events (33%), ..." (swift_rules.cli.log_to_stderr).
+    import logging
+
     from swift_rules.runner import ProgressLog
+
+    caplog.set_level(logging.INFO, logger="swift_rules.runner")
 
     class Proc:
         def process(self, events):
@@ -269,7 +275,7 @@ def test_progress_lines_for_log_files(capsys):
     wrapped = ProgressLog(Proc(), total=30, label="s__v", interval=0.0)
     assert wrapped([0] * 10) == {"n": 10}
     wrapped([0] * 20)
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "s__v: 10/30 events (33%)" in err and "30/30 events (100%)" in err
     assert wrapped.postprocess({"n": 1}) == {"n": 1}
 

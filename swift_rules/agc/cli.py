@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-import sys
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def cmd_histograms(args) -> int:
@@ -16,10 +18,7 @@ def cmd_histograms(args) -> int:
     write_histograms_root(h, args.out, processed=processed_sets(meta))
     left_out = [*meta.get("skipped_files", []), *meta.get("damaged_chunks", {})]
     if left_out:
-        print(
-            "[swift-rules] left out of the normalisation, as unreadable: " + ", ".join(left_out),
-            file=sys.stderr,
-        )
+        log.warning("left out of the normalisation, as unreadable: " + ", ".join(left_out))
     return 0
 
 
@@ -28,7 +27,7 @@ def cmd_fit(args) -> int:
 
     workspace = build_workspace(args.histograms, args.out)
     results = run_fit(workspace, args.out)
-    print(f"[swift-rules] fit: {results.get('poi', {})}", file=sys.stderr)
+    log.info(f"fit: {results.get('poi', {})}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from importlib import metadata
 
@@ -118,8 +119,31 @@ def main(argv=None) -> int:
     return run(argv) if status is None else status
 
 
+class _Format(logging.Formatter):
+    """The lines users read in job logs: ``[swift-rules] ...``, warnings said so."""
+
+    def format(self, record):
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            text = f"{record.levelname.lower()}: {text}"
+        return f"[swift-rules] {text}"
+
+
+def log_to_stderr() -> None:
+    """Every module's logger (``swift_rules.*``) prints its INFO lines and up on stderr."""
+    logger = logging.getLogger("swift_rules")
+    if not any(getattr(h, "swift_rules", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_Format())
+        handler.swift_rules = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def run(argv: list[str]) -> int:
     """Parse ``argv`` and run the command in this process."""
+    log_to_stderr()
     # Files come after `--` (they are data, never options): argparse cannot mix a list
     # of positionals with options, so they are split off here.
     trailing = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 
 from swift_rules.cli import parse_json, registrations, registry_of
 from swift_rules.errors import SwiftError
+
+log = logging.getLogger(__name__)
 
 
 def cmd_generate(args) -> int:
@@ -23,15 +25,15 @@ def cmd_generate(args) -> int:
             raise SwiftError("--dataset needs --events (events in the file)")
         n = generator.write(args.out, args.dataset, args.index, args.events, args.seed,
                             args.compression)  # fmt: skip
-        print(f"[swift-rules] wrote {n:,} events of {args.dataset} to {args.out}", file=sys.stderr)
+        log.info(f"wrote {n:,} events of {args.dataset} to {args.out}")
         return 0
     datasets = generate_datasets(
         generator, args.preset, args.out, seed=args.seed, compression=args.compression,
         events_per_file=args.events, files_per_dataset=args.files,
     )  # fmt: skip
     total = sum(ds.entries or 0 for ds in datasets.values())
-    print(f"[swift-rules] {len(datasets)} dataset(s), {total:,} events; fileset: "
-          f"{Path(args.out) / 'fileset.json'}", file=sys.stderr)  # fmt: skip
+    log.info(f"{len(datasets)} dataset(s), {total:,} events; fileset: "
+             f"{Path(args.out) / 'fileset.json'}")  # fmt: skip
     return 0
 
 
@@ -47,11 +49,8 @@ def cmd_fileset(args) -> int:
     datasets = datasets_from_paths(patterns, metadata, tree=args.tree, name_from=args.name_from)
     write_fileset(datasets.values(), args.out)
     total = sum(ds.entries or 0 for ds in datasets.values())
-    print(
-        f"[swift-rules] {len(datasets)} dataset(s), {sum(len(d.files) for d in datasets.values())}"
-        f" file(s), {total:,} events: {args.out}",
-        file=sys.stderr,
-    )
+    n_files = sum(len(d.files) for d in datasets.values())
+    log.info(f"{len(datasets)} dataset(s), {n_files} file(s), {total:,} events: {args.out}")
     return 0
 
 
@@ -74,7 +73,7 @@ def cmd_stage_in(args) -> int:
     from swift_rules.remote import stage_in
 
     size = stage_in(args.url, args.out)
-    print(f"[swift-rules] copied {args.url} to {args.out} ({size:,} bytes)", file=sys.stderr)
+    log.info(f"copied {args.url} to {args.out} ({size:,} bytes)")
     return 0
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 
 from swift_rules.cli import parse_json
 from swift_rules.errors import SwiftError
+
+log = logging.getLogger(__name__)
 
 
 def cmd_export(args) -> int:
@@ -19,10 +21,9 @@ def cmd_export(args) -> int:
         normalise_by=args.normalise_by,
     )  # fmt: skip
     n = sum(len(g) for g in description["histograms"].values())
-    print(
-        f"[swift-rules] {args.stage}: {len(description['histograms'])} histogram(s) over "
-        f"{len(description['groups'])} group(s), {n} in all, to {args.out}",
-        file=sys.stderr,
+    log.info(
+        f"{args.stage}: {len(description['histograms'])} histogram(s) over "
+        f"{len(description['groups'])} group(s), {n} in all, to {args.out}"
     )
     return 0
 

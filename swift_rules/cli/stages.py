@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 
 from swift_rules.cli import parse_json, registrations, registry_of
+
+log = logging.getLogger(__name__)
 
 
 def cmd_stages(args) -> int:
@@ -77,10 +80,9 @@ def cmd_merge(args) -> int:
     from swift_rules.results import merge_results
 
     _, meta = merge_results(args.inputs, args.out)
-    print(
-        f"[swift-rules] merged {meta['parts']} result(s), {sum(meta['events'].values()):,} "
-        f"events, into {args.out}",
-        file=sys.stderr,
+    log.info(
+        f"merged {meta['parts']} result(s), {sum(meta['events'].values()):,} events, "
+        f"into {args.out}"
     )
     return 0
 

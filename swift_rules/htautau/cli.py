@@ -6,7 +6,9 @@ returns the sub-command's ``argparse.ArgumentParser``; ``func(args)`` returns th
 
 from __future__ import annotations
 
-import sys
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def cmd_qcd(args) -> int:
@@ -15,7 +17,7 @@ def cmd_qcd(args) -> int:
     estimate = qcd_file(
         args.histograms, args.out, variables=args.variables or None, scale_factor=args.scale_factor
     )
-    print(f"[swift-rules] QCD estimate of {len(estimate)} variables: {args.out}", file=sys.stderr)
+    log.info(f"QCD estimate of {len(estimate)} variables: {args.out}")
     return 0
 
 
