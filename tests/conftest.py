@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Throwaway local users for the tests that play another user of the machine.
+pytest_plugins = ["users"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 NANOAOD = SHARED / "data" / "nanoaod"
