@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-# Throwaway local users for the tests that play another user of the machine.
-pytest_plugins = ["users"]
+# Throwaway local users and another host (a network namespace), for the attack tests.
+pytest_plugins = ["users", "netns"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
