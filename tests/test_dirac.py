@@ -424,6 +424,7 @@ def test_stage_on_dirac_workers_through_the_broker(dirac, local_run, tmp_path):
 
     token = tmp_path / "broker.token"
     token.write_text("swift-rules-dirac-test-token-0123456789\n")
+    token.chmod(0o600)
     log = tmp_path / "broker.log"
     broker = subprocess.Popen(
         [sys.executable, "-m", "swift_rules.cli", "broker", "serve", "--host", "127.0.0.1",
