@@ -69,6 +69,8 @@ def dirac(tmp_path_factory):
         pytest.skip(f"cannot start the DiracX test server: {err}")
     env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "HOME": str(root), "LANG": "C.UTF-8"}  # fmt: skip
+    if os.environ.get("PYTHONPATH"):  # the worker nodes run the swift-rules under test
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     site = Site(server.url, server.credentials("site", "JobAdministrator,NormalUser"),
                 server.jobdb, root / "site", env).start()  # fmt: skip
     user = server.credentials("user")
@@ -416,8 +418,9 @@ def test_stage_on_dask_workers_that_are_dirac_jobs_equals_local_dask(dirac, loca
 
 
 def test_stage_on_dirac_workers_through_the_broker(dirac, local_run, tmp_path):
-    """Workers that could not be reached: scheduler and workers meet at the broker, and
-    the broker's token reaches the workers in their input sandboxes."""
+    """Workers that could not be reached: scheduler and workers meet at the broker. The
+    input sandboxes, which stay on the grid's storage, carry a run token, not the
+    broker's token: it opens this run's endpoints only, and expires."""
     import re
 
     from test_htcondor import assert_bitwise_equal, flat_output
@@ -453,6 +456,17 @@ def test_stage_on_dirac_workers_through_the_broker(dirac, local_run, tmp_path):
     assert_bitwise_equal({k: (v,) for k, v in a.items()}, {k: (v,) for k, v in b.items()})
     jobs = [r for i, r in dirac["site"].ran.items() if i not in before and "dir" in r]
     assert jobs and all((r["dir"] / "dask-broker.token").exists() for r in jobs), jobs
+    shipped = {(r["dir"] / "dask-broker.token").read_text() for r in jobs}
+    assert len(shipped) == 1, shipped  # one run, one token
+    from swift_rules.broker import protocol
+
+    (text,) = shipped
+    assert token.read_text().strip() not in text  # not the broker's own token
+    run = protocol.credential(text.encode())
+    assert run.run and run.expires > time.time(), run
+    # Every endpoint of the run (scheduler, nannies, workers) registered as the run's.
+    ids = re.findall(r"endpoint (\S+) registered from", log.read_text())
+    assert len(ids) >= 3 and all(i.startswith(f"{run.run}.") for i in ids), ids
 
 
 def test_dirac_that_never_gives_workers_fails_after_worker_timeout(dirac, local_run):

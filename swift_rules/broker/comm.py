@@ -59,11 +59,17 @@ def parse_loc(loc: str) -> tuple[str, int, str | None]:
 
 
 def _new_id() -> str:
+    """A fresh endpoint id; ``RUN.``-prefixed for a run token (its endpoints must be), or
+    where Dask's config ``distributed.comm.broker.run`` names a run (a stage job's
+    scheduler, which the run's workers are to reach)."""
+    import dask.config
+
     host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:60] or "host"
     try:
-        run = _credential().run  # a run token's endpoints must be "RUN.*"
+        run = _credential().run
     except BrokerRefused:
         run = None  # (no token yet: the registration will say so)
+    run = run or dask.config.get("distributed.comm.broker.run", None)
     return f"{run + '.' if run else ''}{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
