@@ -415,3 +415,23 @@ def test_a_threads_local_cluster_has_no_port(tmp_path, tiny_dataset):
 
     with dask_client({"type": "local", "processes": False}, 2) as client:
         assert client.scheduler.address.startswith("inproc://")
+
+
+def test_result_records_and_printed_settings_hold_no_secret(tmp_path, tiny_dataset):
+    """Partial results (and `swift-rules info`, the provenance file) are shared: the
+    executor settings they record show a token given in them as <redacted>, and keep
+    what is no secret (a token file's path). So does `swift-rules validate --show`."""
+    secret = "s3cret-broker-token-0123456789"
+    env = {"DASK_BROKER_TOKEN": secret, "OMP_NUM_THREADS": "1"}
+    broker = {"token_file": "/private/broker.token"}
+    executor = {"type": "iterative", "kubernetes": {"env": env}, "broker": broker}
+    _, meta = run(tmp_path, tiny_dataset[SAMPLE][:1], "r", executor=executor)
+    assert meta["executor"]["kubernetes"]["env"] == {"DASK_BROKER_TOKEN": "<redacted>",
+                                                     "OMP_NUM_THREADS": "1"}  # fmt: skip
+    assert meta["executor"]["broker"] == {"token_file": "/private/broker.token"}
+    assert secret.encode() not in (tmp_path / "r.pkl").read_bytes()
+    assert secret not in run_cli("info", str(tmp_path / "r.pkl")).stdout
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"executor": executor}))
+    shown = run_cli("validate", str(config), "--show").stdout
+    assert secret not in shown and "<redacted>" in shown
