@@ -20,7 +20,7 @@ class ClusterError(SwiftError):
 # The scheduler's and workers' HTTP servers (plain HTTP, no authentication) serve only
 # /health unless a dashboard is asked for: no worker logs, task names or metrics for
 # other users of the machine.
-_HTTP_HEALTH_ONLY = {
+HTTP_HEALTH_ONLY = {
     "distributed.scheduler.http.routes": ["distributed.http.health"],
     "distributed.worker.http.routes": ["distributed.http.health"],
 }
@@ -37,7 +37,7 @@ def _local(cfg: Mapping, workers: int):
     # (and run code as us): mutual TLS with a key made for this cluster, held in memory
     # (docs/security.md). Threads talk in-process (inproc://): no port at all.
     security = Security.temporary() if processes else None
-    with dask.config.set({} if dashboard else _HTTP_HEALTH_ONLY):  # (the nannies copy it)
+    with dask.config.set({} if dashboard else HTTP_HEALTH_ONLY):  # (the nannies copy it)
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

@@ -649,7 +649,9 @@ def test_batch_backends_start_dask_through_the_broker(broker, token_file, monkey
     cfg = {"broker": {"address": via, "token_file": str(token_file)}}
     monkeypatch.setenv(protocol.TOKEN_FILE_ENV, "restored-after-the-test")
     export_token(cfg)
-    with HTCondorCluster(**htcondor.cluster_kwargs(cfg)) as cluster:
+    kwargs = htcondor.cluster_kwargs(cfg)
+    assert kwargs["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"  # not for all
+    with HTCondorCluster(**kwargs) as cluster:
         assert cluster.scheduler_address.startswith(f"broker://{via}/")
         script = cluster.job_script()
     assert f"--host {via}" in script, script

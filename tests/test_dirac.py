@@ -528,6 +528,10 @@ def test_dirac_executor_settings_errors_are_clear(tmp_path):
         DiracXTransport("http://127.0.0.1:9", missing).check()
     kwargs = backend.cluster_kwargs({"dirac": {"gpus": 1, "tags": ["8Processors"]}})
     assert kwargs["jdl"]["tags"] == ["8Processors", "GPU"]
+    # The scheduler's HTTP pages (worker logs...) on loopback, unless a dashboard is asked for.
+    assert kwargs["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"
+    asked = backend.cluster_kwargs({"dirac": {"scheduler_options": {"dashboard_address": ":8787"}}})
+    assert asked["scheduler_options"]["dashboard_address"] == ":8787"
 
 
 def test_only_declared_outputs_leave_the_output_sandbox(tmp_path):

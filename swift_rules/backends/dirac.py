@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from swift_rules.backends import adaptive_limits, first_worker, section_settings
+from swift_rules.backends import adaptive_limits, first_worker, quiet_http, section_settings
 from swift_rules.clusters import ClusterError
 
 # executor.dirac: where the worker jobs go and what they ask for.
@@ -181,7 +181,7 @@ def cluster_kwargs(cfg: Mapping, token: str | None = None) -> dict:
         "memory": str(s["memory"]),
         "processes": int(s["processes"]),
         "python": str(s["python"]),
-        "scheduler_options": {**dict(s["scheduler_options"]), **broker.scheduler_options},
+        "scheduler_options": quiet_http({**s["scheduler_options"], **broker.scheduler_options})[0],
         "worker_extra_args": [str(a) for a in s["worker_extra_args"]] + broker.worker_args,
         "job_script_prologue": prologue,
         "jdl": {
@@ -236,7 +236,8 @@ def client(cfg: Mapping, workers: int):
     run, token = run_token(cfg) if dask_args(cfg).address else (None, None)
     try:
         # The scheduler's endpoint id, made now, is the run's: its workers may reach it.
-        with dask.config.set({"distributed.comm.broker.run": run}):
+        _, http = quiet_http(s["scheduler_options"])
+        with dask.config.set({"distributed.comm.broker.run": run, **http}):
             cluster = DIRACCluster(dirac=dirac, **cluster_kwargs(cfg, token))
     except Exception as err:
         raise ClusterError(f"cannot start the DIRAC Dask cluster: {err}") from err
