@@ -9,7 +9,9 @@ sources that lie under the working directory; sources elsewhere (the installed
 swift-rules, its rules) must be at the same path on the worker, as software on CVMFS
 is. The job script runs the rule through ``python -m snakemake`` on the worker and packs
 the job's outputs and logs into ``swift-outputs.tar``, which comes back in the output
-sandbox and is unpacked into the working directory when the job is Done.
+sandbox when the job is Done: of it, only the job's declared outputs and logs reach the
+working directory (``swift_rules.dirac.outputs``: a worker node cannot rewrite the
+workflow).
 
 States (docs/backends.md): Done and Completed succeed; Failed, Killed and Deleted fail
 with DIRAC's reason, the job id and the end of the job's stderr. Rescheduled jobs are
@@ -38,13 +40,13 @@ from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 from swift_rules.dirac.jdl import job_fields
+from swift_rules.dirac.outputs import take_outputs
 from swift_rules.dirac.transport import (
     ClassicTransport,
     DiracAuthError,
     DiracError,
     DiracUnreachable,
     DiracXTransport,
-    unpack,
 )
 
 OUTPUTS_TAR = "swift-outputs.tar"
@@ -253,7 +255,8 @@ class Executor(RemoteExecutor):
         except DiracError as err:
             raise WorkflowError(f"DIRAC submission of {job.name} failed: {err}") from None
         self.logger.info(f"Job {job.jobid} ({job.name}) submitted to DIRAC as job {job_id}")
-        aux = {"submitted": time.monotonic(), "folder": folder, "stalled": None}
+        aux = {"submitted": time.monotonic(), "folder": folder, "stalled": None,
+               "outputs": outputs}  # fmt: skip
         self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id, aux=aux))
 
     # --- status ---------------------------------------------------------------------------
@@ -327,10 +330,13 @@ class Executor(RemoteExecutor):
             tar = folder / OUTPUTS_TAR
             if not tar.exists():
                 raise DiracError(f"its output sandbox has no {OUTPUTS_TAR}")
-            unpack(tar.read_bytes(), self.workdir)
+            extra = take_outputs(tar.read_bytes(), self.workdir, j.aux["outputs"], folder)
         except DiracError as err:
             self.report_job_error(j, msg=f"DIRAC job {j.external_jobid} is Done, but {err}")
             return
+        if extra:
+            self.logger.warning(f"DIRAC job {j.external_jobid} sent back files it did not "
+                                f"declare, left out: {', '.join(extra)}")  # fmt: skip
         self.report_job_success(j)
 
     def _failed(self, j, reason: str):

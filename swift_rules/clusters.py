@@ -17,17 +17,36 @@ class ClusterError(SwiftError):
     pass
 
 
-def _local(cfg: Mapping, workers: int):
-    from distributed import Client, LocalCluster
+# The scheduler's and workers' HTTP servers (plain HTTP, no authentication) serve only
+# /health unless a dashboard is asked for: no worker logs, task names or metrics for
+# other users of the machine.
+HTTP_HEALTH_ONLY = {
+    "distributed.scheduler.http.routes": ["distributed.http.health"],
+    "distributed.worker.http.routes": ["distributed.http.health"],
+}
 
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=cfg.get("processes", True),
-        dashboard_address=cfg.get("dashboard_address"),
-        memory_limit=cfg.get("memory_limit", "auto"),
-    )
-    return Client(cluster)
+
+def _local(cfg: Mapping, workers: int):
+    import dask
+    from distributed import Client, LocalCluster
+    from distributed.security import Security
+
+    processes = cfg.get("processes", True)
+    dashboard = cfg.get("dashboard_address")
+    # Worker processes talk over loopback ports, which every local user can connect to
+    # (and run code as us): mutual TLS with a key made for this cluster, held in memory
+    # (docs/security.md). Threads talk in-process (inproc://): no port at all.
+    security = Security.temporary() if processes else None
+    with dask.config.set({} if dashboard else HTTP_HEALTH_ONLY):  # (the nannies copy it)
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=dashboard,
+            memory_limit=cfg.get("memory_limit", "auto"),
+            security=security,
+        )
+    return Client(cluster, security=security)
 
 
 def _address(cfg: Mapping, workers: int):

@@ -32,6 +32,7 @@ from swift_rules.inputs import (
     Inputs,
     check_inputs,
 )  # fmt: skip
+from swift_rules.redact import redact
 from swift_rules.registry import REGISTRY, StageRegistry
 from swift_rules.remote import is_remote
 from swift_rules.results import save_result
@@ -116,7 +117,7 @@ def run_stage(
         "device_reason": choice.reason,
         "code_fingerprint": fingerprint.code_fingerprint([variant.module]),
         "config": stage_config,
-        "executor": executor,
+        "executor": redact(executor),  # records are shared; tokens are not
         "workers": workers,
         "sample": sample,
         "dataset_metadata": {"dataset": sample, **dict(sample_metadata or {})},

@@ -22,6 +22,14 @@ Limits, on purpose:
   the client runs the job in its own process, as without warm start.
 Killing a client (Snakemake cancelling the job) kills its child and the child's own
 processes (a Dask LocalCluster's workers).
+
+Who may talk to whom (docs/security.md): the job hands the server its whole environment
+(tokens included) and its standard streams, and the server runs what it is sent as the
+user. So the socket lives in a fresh private folder (``$XDG_RUNTIME_DIR`` where it is the
+user's, else ``mkdtemp`` in the temporary folder), checked with ``lstat`` by both sides
+(a real folder, the user's, mode 0700); its files are opened without following links;
+and each side checks the other's uid with ``SO_PEERCRED``, as ssh-agent, tmux and
+multiprocessing's forkserver do. Anything amiss: warm start is off, with one line why.
 """
 
 from __future__ import annotations
@@ -33,12 +41,12 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 ENV = "SWIFT_RULES_WARM"
 # More modules to import in the server, e.g. a stage's heavy dependencies (comma-separated).
@@ -63,34 +71,78 @@ CONNECT_TIMEOUT_S = 60.0  # the server binds at once, but a loaded machine may b
 RUNNING = b"R"  # the server says: the child runs your command
 HEADER = struct.Struct("!Q")
 STATUS = struct.Struct("!i")
+UCRED = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
 
 
 # -- where ------------------------------------------------------------------
 
 
+class Unavailable(Exception):
+    """No safe place for warm start here (the message says why): jobs run without it."""
+
+
 def address(owner_pid: int) -> str:
-    """The ``SWIFT_RULES_WARM`` value for a Snakemake process ``owner_pid`` on this host."""
-    folder = Path(tempfile.gettempdir()) / f"swift-rules-warm-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    return f"{socket.gethostname()}:{owner_pid}:{folder / f'{owner_pid}.sock'}"
+    """The ``SWIFT_RULES_WARM`` value for a Snakemake process ``owner_pid`` on this host,
+    in a fresh private folder. Unavailable: none can be made (the reason)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        raise Unavailable("this system cannot tell who is at the other end of a Unix socket")
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base or _not_private(base):
+        base = tempfile.gettempdir()
+    try:
+        folder = tempfile.mkdtemp(prefix="swift-rules-warm-", dir=base)
+    except OSError as err:
+        raise Unavailable(f"cannot make a private folder in {base}: {err.strerror}") from None
+    problem = _not_private(folder)
+    if problem:
+        raise Unavailable(problem)
+    return f"{socket.gethostname()}:{owner_pid}:{os.path.join(folder, f'{owner_pid}.sock')}"
+
+
+def _not_private(folder: str) -> str | None:
+    """Why ``folder`` is not a private folder of this user (None: it is). One lstat."""
+    try:
+        st = os.lstat(folder)
+    except OSError as err:
+        return f"cannot use {folder}: {err.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{folder} is not a folder (a link or a file)"
+    if st.st_uid != os.geteuid():
+        return f"{folder} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
+    if st.st_mode & 0o077:
+        return f"{folder} is open to other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _open_private(path: str, flags: int) -> int:
+    """A file of the warm-start folder, never through a link, created mode 0600."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def _off(reason: str) -> None:
+    print(f"swift-rules: warm start off: {reason}", file=sys.stderr)
 
 
 def offer(workflow, enabled: bool) -> None:
     """At workflow parse time: offer warm start to this run's jobs, or withdraw it.
 
     Only Snakemake's main process, running jobs on this machine (not through a cluster
-    executor, not a job's own Snakemake inside a batch job) offers it. Snakemake 7 has
-    no such flags, so it never does.
+    executor, not a job's own Snakemake inside a batch job) offers it; not a dry run,
+    which runs no job. Snakemake 7 has no such flags, so it never does.
     """
     local = getattr(workflow, "is_main_process", False) and getattr(workflow, "local_exec", False)
-    if not (enabled and local):
-        os.environ.pop(ENV, None)
+    os.environ.pop(ENV, None)
+    if not (enabled and local) or getattr(workflow, "dryrun", True):
         return
-    os.environ[ENV] = address(os.getpid())
-    if not getattr(workflow, "dryrun", True):
+    try:
+        value = address(os.getpid())
         # Preload while Snakemake builds its DAG, so that the first jobs need not wait.
         # (A run with nothing to do loses a background process that exits with Snakemake.)
-        _SERVERS.append(_start_server(_parse(os.environ[ENV])[2], os.getpid()))
+        _SERVERS.append(_start_server(_parse(value)[2], os.getpid()))
+    except Unavailable as err:
+        _off(str(err))
+        return
+    os.environ[ENV] = value
 
 
 def _parse(value: str) -> tuple[str, int, str] | None:
@@ -114,7 +166,11 @@ def delegate(argv: list[str]) -> int | None:
     if spec is None or spec[0] != socket.gethostname():
         return None
     _, owner, path = spec
-    if Path(path + ".failed").exists():
+    problem = _not_private(os.path.dirname(path))
+    if problem:
+        _off(problem)
+        return None
+    if os.path.exists(path + ".failed"):
         return None
     sock = _connect(path, owner)
     if sock is None:
@@ -150,19 +206,47 @@ def _connect(path: str, owner: int) -> socket.socket | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(path)
-            return sock
+            return _ours(sock, path)
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
-        if server is None:
-            server = _start_server(path, owner)
-        elif server.poll() not in (None, 0) or Path(path + ".failed").exists():
-            return None  # it could not start (see its log); 0: another server took the lock
+        except OSError as err:
+            sock.close()
+            _off(f"cannot connect to {path}: {err.strerror}")
+            return None
+        try:
+            if server is None:
+                server = _start_server(path, owner)
+            elif server.poll() not in (None, 0) or os.path.exists(path + ".failed"):
+                return None  # it could not start (see its log); 0: another server took the lock
+        except Unavailable as err:
+            _off(str(err))
+            return None
         time.sleep(0.05)
     return None
 
 
+def _peer_uid(sock: socket.socket) -> tuple[int, int]:
+    """(uid, pid) of the process at the other end of a Unix socket (the kernel's word)."""
+    pid, uid, _ = UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size))
+    return uid, pid
+
+
+def _ours(sock: socket.socket, path: str) -> socket.socket | None:
+    """``sock`` if the server at its other end runs as this user; else closed, and None."""
+    uid, pid = _peer_uid(sock)
+    if uid == os.geteuid():
+        return sock
+    sock.close()
+    _off(f"the server on {path} (pid {pid}) runs as uid {uid}, not as you (uid {os.geteuid()})")
+    return None
+
+
 def _start_server(path: str, owner: int) -> subprocess.Popen:
-    with open(path + ".log", "ab") as log:
+    try:
+        log = _open_private(path + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    except OSError as err:
+        raise Unavailable(f"cannot open the log {path}.log: {err.strerror}") from None
+    try:
         return subprocess.Popen(
             [sys.executable, "-m", "swift_rules.warmstart", path, str(owner)],
             stdin=subprocess.DEVNULL,
@@ -171,6 +255,8 @@ def _start_server(path: str, owner: int) -> subprocess.Popen:
             start_new_session=True,
             close_fds=True,
         )
+    finally:
+        os.close(log)
 
 
 def _send_request(sock: socket.socket, argv: list[str]) -> None:
@@ -198,18 +284,24 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 def serve(path: str, owner: int) -> int:
     """Serve jobs on ``path`` until process ``owner`` (Snakemake) has gone.
 
-    Exit status 0: served, or another server holds the lock; 3: preload failed.
+    Exit status 0: served, or another server holds the lock; 3: preload failed; 4: the
+    folder is not private, or a file in it is a link.
     """
-    lock = open(path + ".lock", "w")  # noqa: SIM115 - held for the server's lifetime
+    problem = _not_private(os.path.dirname(path))
+    try:
+        if problem:
+            raise OSError(problem)
+        lock = _open_private(path + ".lock", os.O_RDWR | os.O_CREAT)  # held while we serve
+    except OSError as err:
+        _log(f"not serving on {path}: {err.strerror or err}")
+        return 4
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)  # clients may connect (and wait) while we import
-    listener.listen(128)
+    listener = _bind(path)  # clients may connect (and wait) while we import
     _log(f"server for Snakemake pid {owner} on {path}")
     failed = False
     try:
@@ -217,7 +309,7 @@ def serve(path: str, owner: int) -> int:
             ready = _preload(owner)
         except BaseException as err:
             failed = True
-            Path(path + ".failed").write_text(f"{err!r}\n")
+            _mark_failed(path, err)
             _log(f"preload failed, jobs run without warm start: {err!r}")
             return 3
         if ready:
@@ -225,11 +317,35 @@ def serve(path: str, owner: int) -> int:
         else:
             _log(f"Snakemake pid {owner} has gone while preloading (nothing to run): exiting")
     finally:
-        # The log stays when it explains a failure.
+        # The log stays when it explains a failure; so does the folder then.
         for leftover in (path, path + ".lock", *(() if failed else (path + ".log",))):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))
     return 0
+
+
+def _bind(path: str) -> socket.socket:
+    """The listening socket, mode 0600 whatever the umask (a group-shared umask 002 would
+    let the group connect, were the folder ever reachable)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o077)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(umask)
+    listener.listen(128)
+    return listener
+
+
+def _mark_failed(path: str, err: BaseException) -> None:
+    try:
+        fd = _open_private(path + ".failed", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except OSError:
+        return  # there already (or a link): clients see it exists and run without us
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{err!r}\n")
 
 
 def _preload(owner: int) -> bool:
@@ -273,6 +389,9 @@ def _loop(listener: socket.socket, owner: int) -> None:
                     wakeup.recv(4096)
             elif key.fileobj is listener:
                 conn, _ = listener.accept()
+                if not _from_us(conn):
+                    conn.close()
+                    continue
                 inherited = [listener, wakeup, wakeup_signal, *children.values()]
                 pid = _fork_job(conn, inherited)
                 if pid is None:
@@ -289,6 +408,15 @@ def _loop(listener: socket.socket, owner: int) -> None:
         if not children and not _alive(owner):
             _log(f"Snakemake pid {owner} has gone: exiting")
             return
+
+
+def _from_us(conn: socket.socket) -> bool:
+    """Only this user's processes may have jobs run (as this user, with their streams)."""
+    uid, pid = _peer_uid(conn)
+    if uid == os.geteuid():
+        return True
+    _log(f"refused a connection from uid {uid} (pid {pid}): this server serves uid {os.geteuid()}")
+    return False
 
 
 def _fork_job(conn: socket.socket, inherited: list[socket.socket]) -> int | None:

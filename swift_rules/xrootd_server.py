@@ -3,6 +3,10 @@
 Used by the tests and the remote-read benchmark to serve files over ``root://`` on
 loopback, and usable as a quick local mirror. The server's own trace log (opens and
 reads) is kept, so a caller can tell which requests reached it.
+
+XRootD has no authentication here, and listens on every interface: so by default the
+export is read-only and only this machine (``localhost``) may connect; an XCache may
+contact only the origins it is given (docs/security.md).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from swift_rules.errors import SwiftError
@@ -47,13 +52,32 @@ class XRootDServer:
     ``.cinfo`` records go to ``root`` then. ``http`` adds XRootD's HTTP protocol on a
     second port. Ports are kept across stop/start, so URLs stay valid when a stopped
     server is started again.
+
+    Who may do what: ``allow``, the client hosts that may connect (XRootD host names,
+    ``*`` once in a name; default this machine only); ``writable``, whether they may
+    write and delete (default not); ``origins``, the hosts a forwarding cache may fetch
+    from (default ``localhost``; a fixed ``origin``: its host).
     """
 
-    def __init__(self, root, workdir, *, origin: str | None = None, http: bool = False):
+    def __init__(
+        self,
+        root,
+        workdir,
+        *,
+        origin: str | None = None,
+        http: bool = False,
+        allow: Sequence[str] = ("localhost",),
+        writable: bool = False,
+        origins: Sequence[str] | None = None,
+    ):
         self.root, self.workdir = Path(root).resolve(), Path(workdir).resolve()
         self.origin, self.port = origin, free_port()
         self.http_port = free_port() if http else None
         self.name = "cache" if origin else "origin"
+        self.allow, self.writable = tuple(allow), writable
+        if origins is None:
+            origins = ("localhost",) if origin in (None, "=") else (origin.rsplit(":", 1)[0],)
+        self.origins = tuple(origins)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -81,7 +105,8 @@ class XRootDServer:
 
     def _config(self) -> str:
         lines = [
-            "all.export /",
+            "all.export /" + ("" if self.writable else " r/o"),
+            *(f"xrd.allow host {host}" for host in self.allow),
             f"all.adminpath {self.workdir / 'admin'}",
             f"all.pidpath {self.workdir / 'admin'}",
             f"oss.localroot {self.root}",
@@ -92,6 +117,7 @@ class XRootDServer:
             lines += [
                 "ofs.osslib libXrdPss.so",
                 f"pss.origin {self.origin}",
+                *(f"pss.permit {host}" for host in self.origins),
                 "pss.cachelib libXrdPfc.so",
                 "pfc.ram 1g",  # a ceiling (xrootd's minimum), not an allocation
                 "pfc.diskusage 0.98 0.99",  # cache on a shared disk: purge only when nearly full

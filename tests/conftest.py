@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Throwaway local users and another host (a network namespace), for the attack tests.
+pytest_plugins = ["users", "netns"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 NANOAOD = SHARED / "data" / "nanoaod"

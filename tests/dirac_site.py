@@ -8,8 +8,10 @@ Running; fetches the input sandbox; runs the JDL's Executable with its Arguments
 it) writing StdOutput/StdError; uploads the OutputSandbox files; Completing -> Done,
 or Failed with the exit code. A job the user kills while it runs has its process
 killed. Knobs for the failure tests: ``hold`` (matching job names are never
-started) and ``kill`` (matching jobs are killed by the "batch system" once running:
-Stalled for ``stall_s`` seconds, then Failed, as DIRAC reports a lost pilot).
+started), ``kill`` (matching jobs are killed by the "batch system" once running:
+Stalled for ``stall_s`` seconds, then Failed, as DIRAC reports a lost pilot) and
+``tamper`` (a hostile worker node: ``tamper(name, folder)`` may change a job's files
+before its output sandbox is uploaded).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Site:
         self.slots, self.poll = slots, poll
         self.hold: list[Callable[[str], bool]] = []
         self.kill: list[Callable[[str], bool]] = []
+        self.tamper: list[Callable[[str, Path], None]] = []
         self.stall_s = 2.0  # how long a job killed by the site stays Stalled
         self.ran: dict[str, dict] = {}  # job id -> {"name", "jdl", "rc", "dir"}
         self.errors: list[str] = []
@@ -178,6 +181,8 @@ class Site:
         self.ran[job_id].update(rc=rc, ended=time.monotonic())
         if self.dirac.status([job_id])[job_id].status == "Killed":
             return  # killed by its owner: no output sandbox, no further state
+        for tamper in self.tamper:
+            tamper(name, folder)
         files = {f: folder / f for f in jdl.get("OutputSandbox", []) if (folder / f).exists()}
         if files:
             pfn = self.dirac._call("upload", lambda c: self.dirac._upload(c, pack(files)))

@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -22,8 +23,10 @@ import numpy as np
 import pytest
 
 from swift_rules.broker import protocol
+from swift_rules.broker.comm import BrokerBackend
 
 PY = sys.executable
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "swift-rules-test-token-0123456789"
 # Dask retries connections until this; it bounds how long a firewalled transfer hangs.
 CONNECT_TIMEOUT = "4s"
@@ -87,6 +90,7 @@ def procs():
 def token_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("broker") / "token"
     path.write_text(TOKEN + "\n")
+    path.chmod(0o600)  # the broker refuses a token file that others may read
     return path
 
 
@@ -491,6 +495,7 @@ def test_broker_needs_a_token(tmp_path, monkeypatch):
     monkeypatch.delenv(protocol.TOKEN_FILE_ENV, raising=False)
     short = tmp_path / "short"
     short.write_text("abc")
+    short.chmod(0o600)
     result = subprocess.run(
         [PY, "-m", "swift_rules", "broker", "serve", "--token-file", str(short)],
         capture_output=True,
@@ -498,6 +503,137 @@ def test_broker_needs_a_token(tmp_path, monkeypatch):
         timeout=60,
     )
     assert result.returncode == 2 and "too short" in result.stderr
+
+
+def _serve(token_file: Path, *args: str) -> subprocess.CompletedProcess:
+    """`swift-rules broker serve` that is expected to refuse to start."""
+    cmd = [PY, "-m", "swift_rules", "broker", "serve", "--port", "0", "--token-file",
+           str(token_file), *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_env())
+
+
+def test_the_broker_refuses_a_token_file_others_can_read(shared_tmp, attacker):
+    """A token file that another user can read (the old recipe made it 0644), or that
+    another user owns: the broker refuses to start, naming the file and what to do."""
+    token = shared_tmp / "broker.token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o644)
+    stolen = attacker.run("cat", str(token))
+    assert stolen.stdout.strip() == TOKEN  # what such a file gives away
+    refused = _serve(token)
+    assert refused.returncode == 2, refused.stderr
+    assert f"the broker token file {token} is open to other users (mode 644)" in refused.stderr
+    assert f"chmod 600 {token}" in refused.stderr and "Traceback" not in refused.stderr
+    token.chmod(0o600)
+    os.chown(token, attacker.uid, attacker.gid)
+    refused = _serve(token)
+    assert refused.returncode == 2, refused.stderr
+    assert f"{token} belongs to uid {attacker.uid}, not to you" in refused.stderr
+
+
+def test_the_documented_token_recipe_makes_a_private_file(tmp_path):
+    recipe = next(
+        line.split("#")[0].strip()
+        for line in (REPO_ROOT / "docs" / "broker.md").read_text().splitlines()
+        if "> broker.token" in line
+    )
+    subprocess.run(["sh", "-c", f"umask 022; {recipe}"], cwd=tmp_path, check=True)
+    token = tmp_path / "broker.token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600, recipe
+    assert len(token.read_text().strip()) >= 32
+    protocol.check_private(token)
+
+
+def test_a_run_token_opens_its_run_only_until_it_expires(broker, token_file, monkeypatch):
+    """What a DIRAC sandbox carries: a run token. It registers and reaches the endpoints
+    of its run only, and is refused once expired; a forged one is refused. Dask's comm
+    uses it as it is: the ids it makes up are the run's."""
+    from swift_rules.broker.comm import BrokerListener
+
+    port, key = broker.port, TOKEN.encode()
+    run = protocol.credential(protocol.run_token(key, "run-1", 600).encode())
+    assert TOKEN not in protocol.run_token(key, "run-1", 600)
+
+    def signed(op: dict, cred=run):
+        return _signed({**op, **cred.claims()}, cred.key)
+
+    # Another run's endpoint, registered with the long-lived token, and held.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as holder:
+        f = holder.makefile("rwb")
+        f.write(_signed({"op": "register", "id": "run-2.sched"})(json.loads(f.readline())["nonce"]))
+        f.flush()
+        assert json.loads(f.readline())["ok"] is True
+        assert _raw(port, signed({"op": "register", "id": "run-1.sched"}))["ok"] is True
+        others = ({"op": "register", "id": "run-2.w"}, {"op": "connect", "target": "run-2.sched"})
+        for op in others:
+            reply = _raw(port, signed(op))
+            assert reply["ok"] is False, reply
+            assert "a token of run 'run-1' is for ids run-1.* only" in reply["error"]
+        f.close()
+    expired = protocol.credential(protocol.run_token(key, "run-1", -1).encode())
+    reply = _raw(port, signed({"op": "register", "id": "run-1.late"}, expired))
+    assert reply["ok"] is False and "the run token of run 'run-1' expired at" in reply["error"]
+    forged = protocol.credential(protocol.run_token(b"not-the-broker-token", "run-1", 600).encode())
+    reply = _raw(port, signed({"op": "register", "id": "run-1.x"}, forged))
+    assert reply["ok"] is False and "authentication failed" in reply["error"]
+    monkeypatch.setenv(protocol.TOKEN_ENV, protocol.run_token(key, "run-1", 600))
+
+    async def listen():
+        listener = BrokerListener(f"127.0.0.1:{port}", lambda comm: None, True)
+        await listener.start()
+        listener.stop()
+        return listener.id
+
+    assert asyncio.run(listen()).startswith("run-1.")
+
+
+def _idle(port: int, source: str, n: int) -> list[socket.socket]:
+    """``n`` connections from ``source`` (a loopback address) that never send a request."""
+    return [
+        socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+        for _ in range(n)
+    ]
+
+
+def _first_line(sock: socket.socket) -> dict:
+    with sock.makefile("rb") as f:
+        return json.loads(f.readline())
+
+
+def test_idle_connections_cannot_take_the_slots_of_real_endpoints(
+    procs, tmp_path, token_file, monkeypatch
+):
+    """Sockets that never authenticate count toward their own, smaller limits (in all,
+    and per source address), not toward the connection limit, and are dropped after
+    the handshake timeout; a real registration gets in at once meanwhile."""
+    broker = start_broker(procs, tmp_path, token_file, extra=[
+        "--max-connections", "20", "--max-handshakes", "8", "--max-handshakes-per-source", "4",
+        "--handshake-timeout", "3"])  # fmt: skip
+    port, held = broker.port, []
+    try:
+        flood = _idle(port, "127.0.0.2", 30)  # more than the connection limit, from one host
+        held += flood
+        replies = [_first_line(sock) for sock in flood]
+        assert sum("nonce" in r for r in replies) == 4, replies  # waiting for a request
+        busy = [r["error"] for r in replies if r.get("ok") is False]
+        assert len(busy) == 26 and all("from 127.0.0.2 (limit 4)" in why for why in busy), busy
+        started = time.monotonic()
+        assert _raw(port, _signed({"op": "register", "id": "sched"}))["ok"] is True
+        assert time.monotonic() - started < 2
+        for source in ("127.0.0.3", "127.0.0.4"):
+            held += _idle(port, source, 4)
+        reply = _first_line(_idle(port, "127.0.0.5", 1)[0])
+        assert "busy: too many connections in the handshake (limit 8)" in reply["error"], reply
+        # Dask's comm, turned away as busy, tries again: it gets in once the idle ones
+        # are dropped, and hears the broker's real answer.
+        monkeypatch.setenv(protocol.TOKEN_FILE_ENV, str(token_file))
+        connector = BrokerBackend().get_connector()
+        with pytest.raises(OSError, match="no endpoint 'nobody' is registered"):
+            asyncio.run(connector.connect(f"127.0.0.1:{port}/nobody"))
+        assert "no request within 3 s" in broker.text()
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_batch_backends_start_dask_through_the_broker(broker, token_file, monkeypatch):
@@ -513,7 +649,9 @@ def test_batch_backends_start_dask_through_the_broker(broker, token_file, monkey
     cfg = {"broker": {"address": via, "token_file": str(token_file)}}
     monkeypatch.setenv(protocol.TOKEN_FILE_ENV, "restored-after-the-test")
     export_token(cfg)
-    with HTCondorCluster(**htcondor.cluster_kwargs(cfg)) as cluster:
+    kwargs = htcondor.cluster_kwargs(cfg)
+    assert kwargs["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"  # not for all
+    with HTCondorCluster(**kwargs) as cluster:
         assert cluster.scheduler_address.startswith(f"broker://{via}/")
         script = cluster.job_script()
     assert f"--host {via}" in script, script
@@ -632,7 +770,10 @@ def test_htcondor_dask_workers_through_the_broker(procs, tmp_path, request):
     work.chmod(0o777)
     token = work / "token"
     token.write_text(TOKEN)
-    token.chmod(0o644)
+    token.chmod(0o644)  # for the pool's job user (another uid), whose jobs read it
+    broker_token = tmp_path / "broker.token"  # the broker's own copy: ours alone
+    broker_token.write_text(TOKEN)
+    broker_token.chmod(0o600)
     data = work / "ttbar.root"
     subprocess.run(
         [
@@ -651,7 +792,7 @@ def test_htcondor_dask_workers_through_the_broker(procs, tmp_path, request):
         check=True,
         capture_output=True,
     )
-    broker = start_broker(procs, tmp_path, token_file=token)
+    broker = start_broker(procs, tmp_path, token_file=broker_token)
     executor = {
         "type": "htcondor",
         "maximum_workers": 2,

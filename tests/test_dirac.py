@@ -19,12 +19,14 @@ use): where it cannot be built these tests skip, and fail in CI.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -67,6 +69,8 @@ def dirac(tmp_path_factory):
         pytest.skip(f"cannot start the DiracX test server: {err}")
     env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "HOME": str(root), "LANG": "C.UTF-8"}  # fmt: skip
+    if os.environ.get("PYTHONPATH"):  # the worker nodes run the swift-rules under test
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     site = Site(server.url, server.credentials("site", "JobAdministrator,NormalUser"),
                 server.jobdb, root / "site", env).start()  # fmt: skip
     user = server.credentials("user")
@@ -216,6 +220,51 @@ def test_ctrl_c_kills_the_dirac_jobs(dirac, tmp_path):
     while dirac["site"].ran[running[0]].get("rc") is None:
         assert time.monotonic() < deadline, "the killed job's process still runs"
         time.sleep(0.3)
+
+
+def _tar(*members: tuple) -> bytes:
+    """A tar file of ``(name, bytes)`` files, or ``(name, TarInfo type, link target)``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, *rest in members:
+            info = tarfile.TarInfo(name)
+            if len(rest) == 1:
+                info.size = len(rest[0])
+                tar.addfile(info, io.BytesIO(rest[0]))
+            else:
+                info.type, info.linkname = rest[0], rest[1]
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def test_a_hostile_worker_node_cannot_rewrite_the_workflow(dirac, tmp_path):
+    """The site's worker node adds the Snakefile and the config to the job's outputs: the
+    job succeeds with its own output, and nothing else of the working directory changes."""
+    path = tiny(tmp_path)
+    (path / "config").mkdir()
+    (path / "config" / "config.yaml").write_text("mine: true\n")
+    mine = {p: p.read_bytes() for p in (path / "Snakefile", path / "config" / "config.yaml")}
+
+    def hostile(name: str, folder: Path) -> None:
+        if name.startswith("ok-"):
+            evil = b'rule all:\n    shell: "echo pwned"\n'
+            with tarfile.open(folder / "swift-outputs.tar", "a") as tar:
+                for arcname in ("Snakefile", "config/config.yaml", "workflow/Snakefile"):
+                    info = tarfile.TarInfo(arcname)
+                    info.size = len(evil)
+                    tar.addfile(info, io.BytesIO(evil))
+
+    dirac["site"].tamper.append(hostile)
+    try:
+        proc = snakemake(dirac, path, "ok.txt")
+    finally:
+        dirac["site"].tamper.clear()
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-4000:]
+    assert (path / "ok.txt").read_text() == "from the sandbox\nfine\n"
+    assert {p: p.read_bytes() for p in mine} == mine, "the worker node rewrote the workflow"
+    assert not (path / "workflow").exists()
+    assert "left out: Snakefile, config/config.yaml, workflow/Snakefile" in text, text[-3000:]
 
 
 # --- the reference workflow through profiles/dirac ---------------------------------------
@@ -369,14 +418,16 @@ def test_stage_on_dask_workers_that_are_dirac_jobs_equals_local_dask(dirac, loca
 
 
 def test_stage_on_dirac_workers_through_the_broker(dirac, local_run, tmp_path):
-    """Workers that could not be reached: scheduler and workers meet at the broker, and
-    the broker's token reaches the workers in their input sandboxes."""
+    """Workers that could not be reached: scheduler and workers meet at the broker. The
+    input sandboxes, which stay on the grid's storage, carry a run token, not the
+    broker's token: it opens this run's endpoints only, and expires."""
     import re
 
     from test_htcondor import assert_bitwise_equal, flat_output
 
     token = tmp_path / "broker.token"
     token.write_text("swift-rules-dirac-test-token-0123456789\n")
+    token.chmod(0o600)
     log = tmp_path / "broker.log"
     broker = subprocess.Popen(
         [sys.executable, "-m", "swift_rules.cli", "broker", "serve", "--host", "127.0.0.1",
@@ -405,6 +456,17 @@ def test_stage_on_dirac_workers_through_the_broker(dirac, local_run, tmp_path):
     assert_bitwise_equal({k: (v,) for k, v in a.items()}, {k: (v,) for k, v in b.items()})
     jobs = [r for i, r in dirac["site"].ran.items() if i not in before and "dir" in r]
     assert jobs and all((r["dir"] / "dask-broker.token").exists() for r in jobs), jobs
+    shipped = {(r["dir"] / "dask-broker.token").read_text() for r in jobs}
+    assert len(shipped) == 1, shipped  # one run, one token
+    from swift_rules.broker import protocol
+
+    (text,) = shipped
+    assert token.read_text().strip() not in text  # not the broker's own token
+    run = protocol.credential(text.encode())
+    assert run.run and run.expires > time.time(), run
+    # Every endpoint of the run (scheduler, nannies, workers) registered as the run's.
+    ids = re.findall(r"endpoint (\S+) registered from", log.read_text())
+    assert len(ids) >= 3 and all(i.startswith(f"{run.run}.") for i in ids), ids
 
 
 def test_dirac_that_never_gives_workers_fails_after_worker_timeout(dirac, local_run):
@@ -466,6 +528,46 @@ def test_dirac_executor_settings_errors_are_clear(tmp_path):
         DiracXTransport("http://127.0.0.1:9", missing).check()
     kwargs = backend.cluster_kwargs({"dirac": {"gpus": 1, "tags": ["8Processors"]}})
     assert kwargs["jdl"]["tags"] == ["8Processors", "GPU"]
+    # The scheduler's HTTP pages (worker logs...) on loopback, unless a dashboard is asked for.
+    assert kwargs["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"
+    asked = backend.cluster_kwargs({"dirac": {"scheduler_options": {"dashboard_address": ":8787"}}})
+    assert asked["scheduler_options"]["dashboard_address"] == ":8787"
+
+
+def test_only_declared_outputs_leave_the_output_sandbox(tmp_path):
+    """Undeclared files are left out; links, special files, absolute names and '..'
+    refuse the whole tar, and nothing of it reaches the working directory."""
+    from swift_rules.dirac.outputs import OutputError, take_outputs
+
+    work, scratch = tmp_path / "work", tmp_path / "scratch"
+    (work / "workflow").mkdir(parents=True)
+    (work / "workflow" / "Snakefile").write_text("mine\n")
+    mine = (work / "workflow" / "Snakefile").read_bytes()
+    declared = ["results/a.pkl", "logs/a"]
+    extra = take_outputs(
+        _tar(("results/a.pkl", b"out"), ("logs/a/job.log", b"log"),
+             ("workflow/Snakefile", b"pwned"), ("config/config.yaml", b"pwned")),
+        work, declared, scratch,
+    )  # fmt: skip
+    assert (work / "results/a.pkl").read_bytes() == b"out"
+    assert (work / "logs/a/job.log").read_bytes() == b"log"  # a declared folder, whole
+    assert (work / "workflow" / "Snakefile").read_bytes() == mine
+    assert not (work / "config").exists()
+    assert extra == ["config/config.yaml", "workflow/Snakefile"]
+    hostile = {
+        "a link": ("results/a.pkl", tarfile.SYMTYPE, "../workflow/Snakefile"),
+        "a link,": ("results/a.pkl", tarfile.LNKTYPE, "workflow/Snakefile"),
+        "a special file": ("results/a.pkl", tarfile.CHRTYPE, ""),
+        "outside the working directory": ("../escaped", b"x"),
+        "outside the working directory,": ("/tmp/escaped-abs", b"x"),
+    }
+    for why, member in hostile.items():
+        with pytest.raises(OutputError, match=why.rstrip(",")):
+            take_outputs(_tar(("logs/a/job.log", b"new log"), member), work, declared, scratch)
+        assert (work / "logs/a/job.log").read_bytes() == b"log", why
+    assert (work / "workflow" / "Snakefile").read_bytes() == mine
+    assert (work / "results/a.pkl").read_bytes() == b"out" and not (tmp_path / "escaped").exists()
+    assert list(scratch.iterdir()) == []  # the unpacked copies are gone
 
 
 def test_profile_with_an_unknown_transport_is_a_clear_error(tmp_path):

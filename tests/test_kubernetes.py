@@ -97,6 +97,31 @@ def test_dask_cluster_spec_without_gpu_asks_for_none():
     assert worker["containers"][0]["resources"]["requests"]["memory"] == "2Gi"
 
 
+SECRET = "broker-token-in-plain-text-0123456789"
+
+
+def test_a_token_reaches_the_pods_as_a_secret_reference_never_in_plain_text():
+    """A token in executor.kubernetes.env would be in every pod spec (readable by whoever
+    may read pods, and kept by the API server): refused, naming the setting and not the
+    value; a reference to a Kubernetes secret goes in instead, a valid V1EnvVar."""
+    with pytest.raises(ClusterError, match="env.DASK_BROKER_TOKEN: a secret in plain text") as err:
+        kube.cluster_spec(executor(env={"DASK_BROKER_TOKEN": SECRET}), workers=1, name="s")
+    assert SECRET not in str(err.value)
+    given = {"secret": "swift-broker", "key": "token"}
+    cfg = executor(env={"DASK_BROKER_TOKEN": given, "OMP_NUM_THREADS": "1"})
+    spec = kube.cluster_spec(cfg, workers=1, name="swift-rules-secret")
+    kube.validate_spec(spec)
+    for role in ("scheduler", "worker"):
+        (container,) = spec["spec"][role]["spec"]["containers"]
+        ref = {"secretKeyRef": {"name": "swift-broker", "key": "token"}}
+        assert {"name": "DASK_BROKER_TOKEN", "valueFrom": ref} in container["env"]
+        assert {"name": "OMP_NUM_THREADS", "value": "1"} in container["env"]
+        obj, _ = _model(spec["spec"][role]["spec"], "V1PodSpec")
+        assert obj.containers[0].env[0].value_from.secret_key_ref.key == "token"
+    with pytest.raises(ClusterError, match=r"is \{secret: NAME, key: KEY\}"):
+        kube.cluster_spec(executor(env={"X": {"secret": "s"}}), workers=1, name="s")
+
+
 def test_invalid_spec_names_every_problem():
     spec = kube.cluster_spec(executor(gpus=1), workers=1, name="swift-rules-bad")
     bad = copy.deepcopy(spec)

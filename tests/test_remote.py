@@ -171,6 +171,73 @@ def test_second_iteration_is_served_by_the_cache(origin, base, tmp_path):
             assert np.array_equal(a, b)
 
 
+# What a client can do to a server: list, upload, delete, read (root://), and GET, PUT,
+# DELETE (XRootD's HTTP protocol). ARGV: root URL, HTTP URL, path to read and delete.
+PROBE = r"""
+import json, sys, urllib.request
+from XRootD import client
+from XRootD.client.flags import OpenFlags
+root, http, path = sys.argv[1:4]
+fs, done = client.FileSystem(root), {}
+done["list"] = fs.dirlist("/")[0].ok
+upload = client.File()
+done["upload"] = upload.open(f"{root}//uploaded-by-a-stranger", OpenFlags.NEW)[0].ok
+if done["upload"]:
+    upload.write(b"x")
+    upload.close()
+reader = client.File()
+done["read"] = reader.open(f"{root}/{path}")[0].ok and reader.read()[0].ok
+done["delete"] = fs.rm(path)[0].ok
+for method in ("GET", "PUT", "DELETE"):
+    body = b"x" if method == "PUT" else None
+    name = path if method != "PUT" else "/put-by-a-stranger"
+    try:
+        urllib.request.urlopen(urllib.request.Request(http + name, body, method=method), timeout=10)
+        done[method] = True
+    except Exception:
+        done[method] = False
+print(json.dumps(done))
+"""
+
+
+def _probe(root: str, http: str, path: str, prefix=()) -> dict:
+    cmd = [*prefix, sys.executable, "-c", PROBE, root, http, path]
+    env = {**os.environ, "XRD_CONNECTIONRETRY": "1", "XRD_REQUESTTIMEOUT": "10"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_servers_are_read_only_and_for_this_machine_only(origin, base, other_host):
+    """No authentication, and xrootd listens on every interface: from another host (a
+    network namespace, reaching this machine's non-loopback address) nothing is allowed;
+    from this machine, reading only. A forwarding cache fetches only from its origins."""
+    keep = origin.root / "keep.txt"
+    keep.write_text("keep me\n")
+    cache = XRootDServer(base / "cache-sec", base / "cache-sec-server", origin="=", http=True)
+    try:
+        with cache:
+            through = f"/root://127.0.0.1:{origin.port}//keep.txt"
+            servers = {"origin": (origin, "/keep.txt"), "cache": (cache, through)}
+            for name, (server, path) in servers.items():
+                far = other_host.host_ip
+                outside = _probe(f"root://{far}:{server.port}", f"http://{far}:{server.http_port}",
+                                 path, prefix=other_host.prefix)  # fmt: skip
+                assert not any(outside.values()), f"{name}, from another host: {outside}"
+                local = _probe(f"root://{server.address}", f"http://{server.http_address}", path)
+                expected = {"read": True, "GET": True}
+                assert {k: v for k, v in local.items() if v and k != "list"} == expected, local
+            assert keep.read_text() == "keep me\n"
+            assert not (origin.root / "uploaded-by-a-stranger").exists()
+            # An origin the cache was not given: this machine's other address.
+            stranger = f"/root://{other_host.host_ip}:{origin.port}//keep.txt"
+            mark = len(origin.log_text().splitlines())
+            assert _probe(f"root://{cache.address}", "", stranger)["read"] is False
+            assert other_host.host_ip not in "".join(origin.log_text().splitlines()[mark:])
+    finally:
+        keep.unlink(missing_ok=True)
+
+
 def test_missing_remote_file_is_one_clear_line(origin, tmp_path):
     url = origin.url("ttbar__nominal/vanished.root")
     proc = run_cli(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 
 import awkward as ak
 import numpy as np
@@ -329,3 +331,113 @@ def test_a_file_with_neither_jet_id_nor_its_inputs_is_named(tmp_path):
 
     text = missing_branches([[("Jet_jetId",), ("Jet_chHEF", "Jet_neHEF")]], {"Jet_neHEF"})
     assert text == ["Jet_jetId (or: Jet_chHEF)"]
+
+
+# -- another user of the machine ---------------------------------------------------------
+
+# The victim's stage job: a local Dask cluster (threads > 1), up until told to stop.
+VICTIM_CLUSTER = r"""
+import sys
+from swift_rules.clusters import dask_client
+with dask_client({"type": "local"}, 2) as client:
+    print(client.scheduler.address, flush=True)
+    sys.stdin.readline()
+"""
+
+# The attacker: the victim's listening ports from /proc/net/tcp (it shows the owner's
+# uid). HTTP ones: the scheduler's info pages. The others: a Dask client on each, without
+# and with a TLS certificate of its own, asking the workers and scheduler to run os.getuid.
+ATTACKER = r"""
+import asyncio, json, os, socket, sys
+from distributed import Client
+from distributed.security import Security
+uid, ports = int(sys.argv[1]), set()
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).read().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[7]) == uid:  # LISTEN, the victim's
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+print("ports", json.dumps(sorted(ports)), flush=True)
+
+def http(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        try:
+            return sock.recv(100).decode(errors="replace").split("\r\n")[0]
+        except OSError:  # a TLS port hangs up, or waits
+            return ""
+
+async def dask(scheme, port, security):
+    client = Client(f"{scheme}://127.0.0.1:{port}", asynchronous=True, timeout=3,
+                    security=security)
+    try:
+        await asyncio.wait_for(client, 10)
+        ran = await asyncio.wait_for(client.run(os.getuid), 10)
+        return f"ran {scheme} {port} {ran}"
+    except BaseException as err:
+        return f"refused {scheme} {port} {type(err).__name__}"
+    finally:
+        try:
+            await asyncio.wait_for(client.close(), 5)
+        except BaseException:
+            pass
+
+for port in sorted(ports):
+    if http(port, "/health").startswith("HTTP/"):
+        print("http", port, http(port, "/json/identity.json"), flush=True)
+        continue
+    for scheme, security in (("tcp", None), ("tls", Security.temporary())):
+        print(asyncio.run(dask(scheme, port, security)), flush=True)
+"""
+
+
+def test_other_users_cannot_use_a_local_dask_cluster(victim_and_attacker):
+    """A stage job with threads > 1 runs a local Dask cluster on loopback ports. Another
+    user finds them (/proc/net/tcp) and connects a client: refused, with or without a
+    TLS certificate of their own."""
+    victim, attacker = victim_and_attacker
+    cluster = victim.popen(*victim.python, "-c", VICTIM_CLUSTER, stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        address = cluster.stdout.readline().strip()
+        assert address.startswith("tls://127.0.0.1:"), address
+        probe = attacker.py(ATTACKER, str(victim.uid), timeout=240)
+    finally:
+        cluster.communicate("stop\n", timeout=120)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    lines = probe.stdout.splitlines()
+    found = json.loads(lines[0].removeprefix("ports "))
+    assert int(address.rsplit(":", 1)[1]) in found, probe.stdout  # the scheduler, found
+    ran = [line for line in lines if line.startswith("ran ")]
+    assert not ran, f"another user ran code in the victim's cluster: {ran}"
+    http = [line for line in lines if line.startswith("http ")]
+    assert http and all(line.endswith(" 404 Not Found") for line in http), http
+    assert cluster.returncode == 0
+
+
+def test_a_threads_local_cluster_has_no_port(tmp_path, tiny_dataset):
+    """processes: false: the workers are threads of the job, talking in-process."""
+    from swift_rules.clusters import dask_client
+
+    with dask_client({"type": "local", "processes": False}, 2) as client:
+        assert client.scheduler.address.startswith("inproc://")
+
+
+def test_result_records_and_printed_settings_hold_no_secret(tmp_path, tiny_dataset):
+    """Partial results (and `swift-rules info`, the provenance file) are shared: the
+    executor settings they record show a token given in them as <redacted>, and keep
+    what is no secret (a token file's path). So does `swift-rules validate --show`."""
+    secret = "s3cret-broker-token-0123456789"
+    env = {"DASK_BROKER_TOKEN": secret, "OMP_NUM_THREADS": "1"}
+    broker = {"token_file": "/private/broker.token"}
+    executor = {"type": "iterative", "kubernetes": {"env": env}, "broker": broker}
+    _, meta = run(tmp_path, tiny_dataset[SAMPLE][:1], "r", executor=executor)
+    assert meta["executor"]["kubernetes"]["env"] == {"DASK_BROKER_TOKEN": "<redacted>",
+                                                     "OMP_NUM_THREADS": "1"}  # fmt: skip
+    assert meta["executor"]["broker"] == {"token_file": "/private/broker.token"}
+    assert secret.encode() not in (tmp_path / "r.pkl").read_bytes()
+    assert secret not in run_cli("info", str(tmp_path / "r.pkl")).stdout
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"executor": executor}))
+    shown = run_cli("validate", str(config), "--show").stdout
+    assert secret not in shown and "<redacted>" in shown

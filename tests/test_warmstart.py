@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -164,18 +166,27 @@ def test_no_warm_start_on_another_host_or_when_preload_fails(owner, tmp_path):
     assert "no_such_module_here" in Path(f"{socket_of(env)}.log").read_text()
     for leftover in (failed, Path(f"{socket_of(env)}.log")):
         leftover.unlink()
+    socket_of(env).parent.rmdir()  # (the server leaves its folder when its log explains)
 
 
 def test_offered_only_to_local_jobs_of_the_main_snakemake_process(monkeypatch):
     class Workflow:
         is_main_process = True
         local_exec = True
-        dryrun = True  # a real run would start the server at once
+        dryrun = False
 
+    started = []  # (a server for this pytest process would live as long as it)
+    monkeypatch.setattr(warmstart, "_start_server", lambda *args: started.append(args))
     monkeypatch.delenv(warmstart.ENV, raising=False)
     warmstart.offer(Workflow, enabled=True)
     host, pid, path = os.environ[warmstart.ENV].split(":", 2)
     assert (host, int(pid)) == (os.uname().nodename, os.getpid())
+    assert started == [(path, os.getpid())]
+    os.rmdir(os.path.dirname(path))  # the fresh private folder
+    Workflow.dryrun = True  # a dry run runs no job
+    warmstart.offer(Workflow, enabled=True)
+    assert warmstart.ENV not in os.environ and len(started) == 1
+    Workflow.dryrun = False
     Workflow.local_exec = False  # a cluster executor: jobs run elsewhere
     warmstart.offer(Workflow, enabled=True)
     assert warmstart.ENV not in os.environ
@@ -185,3 +196,246 @@ def test_offered_only_to_local_jobs_of_the_main_snakemake_process(monkeypatch):
     Workflow.local_exec = True
     warmstart.offer(Workflow, enabled=False)
     assert warmstart.ENV not in os.environ
+
+
+# -- another user of the machine ---------------------------------------------------------
+# The victim and the attacker are real throwaway users (tests/users.py); the victim's
+# TMPDIR is a shared sticky folder, like the one /tmp of a login node.
+
+# The attacker's fake warm-start server: it takes the lock, so that the victim's own
+# server exits believing one runs, and records what a victim's job hands it.
+FAKE_SERVER = r"""
+import fcntl, json, os, socket, struct, sys
+path, record = sys.argv[1], sys.argv[2]
+lock = open(path + ".lock", "w")
+os.chmod(path + ".lock", 0o666)
+fcntl.flock(lock, fcntl.LOCK_EX)
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+os.chmod(path, 0o777)
+server.listen()
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    msg, fds, _, _ = socket.recv_fds(conn, 8, 3)
+    if len(msg) != 8:  # a job that hung up on us
+        conn.close()
+        continue
+    size, data = struct.unpack("!Q", msg)[0], b""
+    while len(data) < size:
+        data += conn.recv(size - len(data))
+    request = json.loads(data)
+    with open(record, "a") as out:
+        out.write(json.dumps({**request, "fds": len(fds)}) + "\n")
+    os.write(fds[1], b"all good\n")
+    for fd in fds:
+        os.close(fd)
+    conn.sendall(b"R" + struct.pack("!i", 0))
+    conn.close()
+"""
+
+# The victim's Snakemake at parse time: its pid first (what an attacker sees in `ps`),
+# then, once told to go on, the SWIFT_RULES_WARM value that it offers its jobs.
+SNAKEMAKE = r"""
+import os, sys
+from swift_rules import warmstart
+class Workflow:
+    is_main_process, local_exec, dryrun = True, True, False
+print(os.getpid(), flush=True)
+sys.stdin.readline()
+warmstart.offer(Workflow, True)
+print(os.environ.get(warmstart.ENV, "none"), flush=True)
+sys.stdin.readline()
+"""
+
+# A job request of the attacker's own, sent to ARGV[1]: a stage whose module is theirs.
+INTRUDER = r"""
+import json, os, socket, struct, sys
+path, folder = sys.argv[1], sys.argv[2]
+register = json.dumps({"evil::stage": {"cpu": "evilmod:Evil"}})
+argv = ["run", "evil::stage", "--sample", "s__n", "--files", "/nonexistent.root",
+        "--out", os.path.join(folder, "out.pkl"), "--register", register]
+request = json.dumps({"argv": argv, "cwd": folder, "env": {"PATH": "/usr/bin"},
+                      "path": sys.path}).encode()
+sock = socket.socket(socket.AF_UNIX)
+sock.settimeout(120)
+sock.connect(path)
+try:
+    socket.send_fds(sock, [struct.pack("!Q", len(request))], [0, 1, 2])
+    sock.sendall(request)
+    print("answer:", sock.recv(1), flush=True)
+except (BrokenPipeError, ConnectionResetError) as err:
+    print("answer: closed,", err, flush=True)
+"""
+
+
+def _as(user, folder: Path, mode: int = 0o700) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chown(folder, user.uid, user.gid)
+    folder.chmod(mode)
+    return folder
+
+
+def _victim_job(victim, shared_tmp, value, work):
+    """`swift-rules validate` as the victim's Snakemake job, with a secret in its env."""
+    env = victim.env(TMPDIR=str(shared_tmp), SECRET_TOKEN="victims-secret-0123456789")
+    if value is not None:
+        env[warmstart.ENV] = value
+    return victim.run(*victim.python, "-m", "swift_rules", "validate", "config.yaml",
+                      env=env, cwd=work, timeout=180)  # fmt: skip
+
+
+def _victim_work(victim, shared_tmp) -> Path:
+    work = _as(victim, shared_tmp / "victim-work")
+    for name, text in (("config.yaml", "stages: {}\n"), ("notes.txt", "precious\n")):
+        (work / name).write_text(text)
+        os.chown(work / name, victim.uid, victim.gid)
+    return work
+
+
+def _fake_server(attacker, path: Path, record: Path, procs: list):
+    proc = attacker.popen(*attacker.python, "-c", FAKE_SERVER, str(path), str(record),
+                          stdout=subprocess.PIPE, text=True)  # fmt: skip
+    procs.append(proc)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.fixture
+def procs():
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.stdin:
+            proc.stdin.close()  # a Snakemake stand-in exits; its server follows
+        proc.terminate()  # runuser passes it on to the command (a kill would orphan it)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _snakemake(victim, shared_tmp, procs, umask=0o022):
+    env = victim.env(TMPDIR=str(shared_tmp))
+    proc = victim.popen(*victim.python, "-c", SNAKEMAKE, env=env, umask=umask,
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    procs.append(proc)
+    return proc, int(proc.stdout.readline())
+
+
+def _go(proc) -> str:
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    return proc.stdout.readline().strip()
+
+
+def test_a_planted_warm_folder_lock_socket_and_links_are_not_used(
+    victim_and_attacker, shared_tmp, procs
+):
+    """The attack on the old predictable folder <tmp>/swift-rules-warm-<uid>: the attacker
+    makes it first, takes the lock, listens on the socket of the victim's Snakemake pid
+    and plants links to the victim's files. The victim's job must still run in the
+    victim's own server (a group-shared umask 002 too), handing the attacker nothing."""
+    victim, attacker = victim_and_attacker
+    work = _victim_work(victim, shared_tmp)
+    snakemake, pid = _snakemake(victim, shared_tmp, procs, umask=0o002)
+    planted = _as(attacker, shared_tmp / f"swift-rules-warm-{victim.uid}", 0o755)
+    record = _as(attacker, shared_tmp / "attacker") / "record.jsonl"
+    sock = planted / f"{pid}.sock"
+    os.symlink(work / "notes.txt", f"{sock}.log")  # the server would append its log there
+    os.lchown(f"{sock}.log", attacker.uid, attacker.gid)
+    _fake_server(attacker, sock, record, procs)
+
+    value = _go(snakemake)
+    assert value != "none", "warm start was not offered"
+    job = _victim_job(victim, shared_tmp, value, work)
+    assert job.returncode == 0, job.stderr
+    assert "all good" not in job.stdout and "config.yaml" in job.stdout + job.stderr
+    assert not record.exists(), f"the attacker's server got the job: {record.read_text()}"
+    assert (work / "notes.txt").read_text() == "precious\n"
+    path = Path(value.split(":", 2)[2])
+    assert path.parent != planted
+    folder = os.lstat(path.parent)
+    assert (folder.st_uid, stat.S_IMODE(folder.st_mode)) == (victim.uid, 0o700)
+    assert os.stat(path).st_mode & 0o077 == 0  # whatever the umask
+    assert any("swift-rules validate" in line for line in served_jobs({warmstart.ENV: value}))
+
+
+def test_a_warm_folder_of_another_user_is_refused(victim_and_attacker, shared_tmp, procs):
+    """SWIFT_RULES_WARM naming a folder that is not the victim's (a stale value whose
+    folder the attacker made again): the job runs without warm start, saying why."""
+    victim, attacker = victim_and_attacker
+    work = _victim_work(victim, shared_tmp)
+    folder = _as(attacker, shared_tmp / "swift-rules-warm-stale", 0o755)
+    record = _as(attacker, shared_tmp / "attacker") / "record.jsonl"
+    _fake_server(attacker, folder / "4242.sock", record, procs)
+    value = f"{os.uname().nodename}:4242:{folder / '4242.sock'}"
+    job = _victim_job(victim, shared_tmp, value, work)
+    assert job.returncode == 0, job.stderr
+    assert not record.exists(), f"the attacker's server got the job: {record.read_text()}"
+    why = f"warm start off: {folder} belongs to uid {attacker.uid}, not to you (uid {victim.uid})"
+    assert why in job.stderr
+
+
+def test_both_ends_check_the_other_ends_uid(victim_and_attacker, shared_tmp, procs):
+    """SO_PEERCRED, in case a socket of one user is ever reachable by the other (here
+    root moves sockets by hand): a job does not talk to another user's server, and a
+    server does not run another user's request (a stage module of theirs)."""
+    victim, attacker = victim_and_attacker
+    work = _victim_work(victim, shared_tmp)
+    lair = _as(attacker, shared_tmp / "attacker", 0o755)
+    record = lair / "record.jsonl"
+    _fake_server(attacker, lair / "fake.sock", record, procs)
+
+    # 1. The victim's private folder, with the attacker's listening socket moved into it.
+    made = victim.py("from swift_rules import warmstart; print(warmstart.address(4242))",
+                     env=victim.env(TMPDIR=str(shared_tmp)))  # fmt: skip
+    value = made.stdout.strip()
+    os.rename(lair / "fake.sock", value.split(":", 2)[2])
+    job = _victim_job(victim, shared_tmp, value, work)
+    assert job.returncode == 0, job.stderr
+    assert not record.exists(), f"the job talked to the attacker's server: {record.read_text()}"
+    assert f"runs as uid {attacker.uid}, not as you (uid {victim.uid})" in job.stderr
+
+    # 2. The victim's real server, its socket linked where the attacker can reach it.
+    (lair / "evilmod.py").write_text(
+        f"open({str(lair / 'pwned')!r}, 'w').write(str(__import__('os').getuid()))\n"
+        "class Evil: pass\n"
+    )
+    snakemake, _ = _snakemake(victim, shared_tmp, procs)
+    sock = Path(_go(snakemake).split(":", 2)[2])
+    wait_for(sock.exists, "the victim's server to bind")
+    os.link(sock, lair / "door.sock")
+    (lair / "door.sock").chmod(0o666)
+    intruder = attacker.py(INTRUDER, str(lair / "door.sock"), str(lair), timeout=180)
+    assert intruder.returncode == 0, intruder.stderr
+    assert "answer: b'R'" not in intruder.stdout  # closed without running anything
+    assert not (lair / "pwned").exists(), "the attacker's module ran as the victim"
+    log = Path(f"{sock}.log").read_text()
+    assert f"refused a connection from uid {attacker.uid}" in log
+    # ...and the victim's own jobs are still served.
+    job = _victim_job(victim, shared_tmp, f"{os.uname().nodename}:0:{sock}", work)
+    assert job.returncode == 0 and "warm start off" not in job.stderr, job.stderr
+    assert any(
+        "swift-rules validate" in line for line in Path(f"{sock}.log").read_text().splitlines()
+    )
+
+
+def test_files_of_the_warm_folder_are_never_followed_as_links(owner, tmp_path):
+    """Lock, log and failure mark are opened without following links (O_NOFOLLOW)."""
+    value = warmstart.address(owner.pid)
+    path = value.split(":", 2)[2]
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious\n")
+    try:
+        os.symlink(precious, path + ".log")
+        with pytest.raises(warmstart.Unavailable, match="cannot open the log"):
+            warmstart._start_server(path, owner.pid)
+        os.symlink(precious, path + ".lock")
+        assert warmstart.serve(path, owner.pid) == 4
+        os.symlink(precious, path + ".failed")
+        warmstart._mark_failed(path, RuntimeError("x"))
+        assert precious.read_text() == "precious\n"
+    finally:
+        shutil.rmtree(Path(path).parent)

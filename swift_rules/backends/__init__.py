@@ -18,6 +18,18 @@ from collections.abc import Callable, Mapping
 from swift_rules.clusters import ClusterError
 
 
+def quiet_http(scheduler_options: Mapping) -> tuple[dict, dict]:
+    """(scheduler options, Dask config to start the scheduler under) without its HTTP
+    pages for all: dask-jobqueue's scheduler serves them (worker logs, task names;
+    plain HTTP, no authentication) on port 8787 of every interface, on a shared access
+    point to everyone. Unless a dashboard is asked for: loopback, and /health only."""
+    from swift_rules.clusters import HTTP_HEALTH_ONLY
+
+    if "dashboard_address" in scheduler_options:
+        return dict(scheduler_options), {}
+    return {**scheduler_options, "dashboard_address": "127.0.0.1:0"}, dict(HTTP_HEALTH_ONLY)
+
+
 def section_settings(cfg: Mapping, section: str, defaults: Mapping) -> dict:
     """``executor.<section>`` with its defaults; unknown keys are an error naming them."""
     given = cfg.get(section) or {}

@@ -5,9 +5,11 @@ submits each worker as a JDL job through DiracX (``swift_rules.dirac.transport``
 job's executable is dask-jobqueue's worker script (shipped in the input sandbox), which
 connects back to the scheduler. Grid worker nodes can rarely be reached from outside,
 and the scheduler must be reachable from them: with ``executor.broker`` set, scheduler
-and workers meet at the connection broker (docs/broker.md; its token file travels in
-the sandbox); otherwise the scheduler's port must be open to the workers
-(``scheduler_options: {host: ..., port: ...}``). Scaling is adaptive between
+and workers meet at the connection broker (docs/broker.md); otherwise the scheduler's
+port must be open to the workers (``scheduler_options: {host: ..., port: ...}``). The
+sandboxes stay on the grid's storage, so they carry no long-lived secret: each stage
+job makes a run token (``swift_rules.broker.protocol.run_token``), good for this run's
+endpoints only and for ``executor.broker.run_token_lifetime`` seconds. Scaling is adaptive between
 ``executor.minimum_workers`` and ``executor.maximum_workers``; if no worker has joined
 ``executor.worker_timeout`` seconds after the first submission, the stage job fails with
 the worker jobs' DIRAC states. Closing the cluster kills its jobs.
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shlex
 import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from swift_rules.backends import adaptive_limits, first_worker, section_settings
+from swift_rules.backends import adaptive_limits, first_worker, quiet_http, section_settings
 from swift_rules.clusters import ClusterError
 
 # executor.dirac: where the worker jobs go and what they ask for.
@@ -47,6 +50,7 @@ DEFAULTS = {
 }
 WORKER_SCRIPT = "dask-worker.sh"
 TOKEN_IN_SANDBOX = "dask-broker.token"
+RUN_TOKEN_LIFETIME_S = 2 * 86400  # executor.broker.run_token_lifetime's default
 
 
 def settings(cfg: Mapping) -> dict:
@@ -80,9 +84,10 @@ def _job_class():
         submit_command = cancel_command = None  # (the transport, not commands)
 
         def __init__(self, scheduler=None, name=None, *, dirac=None, jdl=None, files=None,
-                     **kwargs):  # fmt: skip
+                     secret_files=None, **kwargs):  # fmt: skip
             super().__init__(scheduler=scheduler, name=name, **kwargs)
             self.dirac, self.jdl, self.files = dirac, dict(jdl or {}), dict(files or {})
+            self.secret_files = dict(secret_files or {})  # name: text, written mode 600
             self.job_header = ""
 
         async def start(self):
@@ -92,6 +97,10 @@ def _job_class():
                 script.chmod(0o755)
                 fields = job_fields(name=self.name, executable=WORKER_SCRIPT, **self.jdl)
                 files = {WORKER_SCRIPT: script, **self.files}
+                for name, text in self.secret_files.items():
+                    files[name] = Path(tmp) / name
+                    with os.fdopen(os.open(files[name], os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+                        f.write(text)
                 self.job_id = await asyncio.to_thread(self.dirac.submit, fields, files)
             await super(Job, self).start()  # ProcessInterface: now running
 
@@ -127,8 +136,28 @@ def cluster_class():
     return DIRACCluster
 
 
-def cluster_kwargs(cfg: Mapping) -> dict:
-    """Keyword arguments of ``DIRACCluster`` for this config (without ``dirac``)."""
+def run_token(cfg: Mapping) -> tuple[str, str]:
+    """(run name, run token) for one stage job's workers, from the broker's long-lived
+    token (``executor.broker.token_file``, or $DASK_BROKER_TOKEN here)."""
+    from swift_rules.broker import protocol
+
+    try:
+        credential = protocol.credential(protocol.read_token())
+    except ValueError as err:
+        raise ClusterError(f"executor.broker: {err}") from None
+    if credential.run is not None:
+        raise ClusterError(
+            "executor.broker: the broker token here is a run token; a stage job needs the "
+            "long-lived token to make one for its workers"
+        )
+    lifetime = (cfg.get("broker") or {}).get("run_token_lifetime") or RUN_TOKEN_LIFETIME_S
+    run = f"run-{secrets.token_hex(6)}"
+    return run, protocol.run_token(credential.key, run, float(lifetime))
+
+
+def cluster_kwargs(cfg: Mapping, token: str | None = None) -> dict:
+    """Keyword arguments of ``DIRACCluster`` for this config (without ``dirac``);
+    ``token``: the run token that the worker jobs' sandboxes carry."""
     from swift_rules.broker import dask_args
     from swift_rules.broker.protocol import TOKEN_FILE_ENV
 
@@ -137,23 +166,22 @@ def cluster_kwargs(cfg: Mapping) -> dict:
     if int(s["gpus"]) and s["gpu_tag"] not in tags:
         tags.append(str(s["gpu_tag"]))
     prologue = [str(line) for line in s["job_script_prologue"]]
-    files = {}
-    # executor.broker: scheduler and workers register at the broker; its token file
-    # travels in the sandbox (docs/broker.md).
+    secret_files = {}
+    # executor.broker: scheduler and workers register at the broker (docs/broker.md).
+    # The long-lived token stays here; the sandbox gets the run token.
     broker = dask_args(cfg)
     for key, value in broker.env.items():
-        if key == TOKEN_FILE_ENV:
-            files[TOKEN_IN_SANDBOX] = Path(value)
-            value = f"$PWD/{TOKEN_IN_SANDBOX}"
-            prologue.append(f'export {key}="{value}"')
-        else:
+        if key != TOKEN_FILE_ENV:
             prologue.append(f"export {key}={shlex.quote(value)}")
+    if token is not None:
+        secret_files[TOKEN_IN_SANDBOX] = token
+        prologue.append(f'export {TOKEN_FILE_ENV}="$PWD/{TOKEN_IN_SANDBOX}"')
     return {
         "cores": int(s["cores"]),
         "memory": str(s["memory"]),
         "processes": int(s["processes"]),
         "python": str(s["python"]),
-        "scheduler_options": {**dict(s["scheduler_options"]), **broker.scheduler_options},
+        "scheduler_options": quiet_http({**s["scheduler_options"], **broker.scheduler_options})[0],
         "worker_extra_args": [str(a) for a in s["worker_extra_args"]] + broker.worker_args,
         "job_script_prologue": prologue,
         "jdl": {
@@ -164,7 +192,7 @@ def cluster_kwargs(cfg: Mapping) -> dict:
             "group": s["group"],
             "cores": int(s["cores"]),
         },
-        "files": files,
+        "secret_files": secret_files,
     }
 
 
@@ -192,7 +220,9 @@ def client(cfg: Mapping, workers: int):
             f"executor type 'dirac' needs dask-jobqueue and diracx-client: "
             f"pip install 'swift-rules[dirac]' ({err})"
         ) from err
-    from swift_rules.broker import export_token
+    import dask
+
+    from swift_rules.broker import dask_args, export_token
     from swift_rules.dirac.transport import DiracError
 
     s = settings(cfg)
@@ -203,8 +233,12 @@ def client(cfg: Mapping, workers: int):
     except DiracError as err:
         raise ClusterError(f"executor type 'dirac': {err}") from None
     export_token(cfg)
+    run, token = run_token(cfg) if dask_args(cfg).address else (None, None)
     try:
-        cluster = DIRACCluster(dirac=dirac, **cluster_kwargs(cfg))
+        # The scheduler's endpoint id, made now, is the run's: its workers may reach it.
+        _, http = quiet_http(s["scheduler_options"])
+        with dask.config.set({"distributed.comm.broker.run": run, **http}):
+            cluster = DIRACCluster(dirac=dirac, **cluster_kwargs(cfg, token))
     except Exception as err:
         raise ClusterError(f"cannot start the DIRAC Dask cluster: {err}") from err
     try:

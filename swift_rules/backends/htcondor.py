@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from swift_rules.backends import adaptive_limits, first_worker, section_settings
+from swift_rules.backends import adaptive_limits, first_worker, quiet_http, section_settings
 from swift_rules.broker import dask_args, export_token
 from swift_rules.clusters import ClusterError
 
@@ -68,6 +68,7 @@ def cluster_kwargs(cfg: Mapping) -> dict:
     # executor.broker: scheduler and workers register at the broker (docs/broker.md).
     broker = dask_args(cfg)
     kwargs["scheduler_options"].update(broker.scheduler_options)
+    kwargs["scheduler_options"], _ = quiet_http(kwargs["scheduler_options"])
     kwargs["worker_extra_args"] += broker.worker_args
     kwargs["job_script_prologue"] += [f"export {k}={shlex.quote(v)}" for k, v in broker.env.items()]
     return kwargs
@@ -109,6 +110,8 @@ def client(cfg: Mapping, workers: int):
             "on PATH here: run the stage job on an HTCondor access point "
             "(or use profiles/htcondor, which runs the jobs themselves as HTCondor jobs)"
         )
+    import dask
+
     try:
         from dask_jobqueue import HTCondorCluster
     except ImportError as err:
@@ -120,8 +123,10 @@ def client(cfg: Mapping, workers: int):
     s = settings(cfg)
     minimum, maximum, timeout = adaptive_limits(cfg, workers)
     export_token(cfg)
+    _, http = quiet_http(s["scheduler_options"])  # (the scheduler reads it as it starts)
     try:
-        cluster = HTCondorCluster(**cluster_kwargs(cfg))
+        with dask.config.set(http):
+            cluster = HTCondorCluster(**cluster_kwargs(cfg))
     except Exception as err:
         raise ClusterError(f"cannot start the HTCondor Dask cluster: {err}") from err
     try:

@@ -10,6 +10,10 @@ client's ``V1PodSpec``, ``V1ServiceSpec`` and everything they contain) before it
 ``executor.maximum_workers``; no worker within ``executor.worker_timeout`` seconds is an
 error.
 
+Secrets (a broker token) reach the pods as references to Kubernetes secrets
+(``env: {NAME: {secret: SECRET, key: KEY}}``), never in plain text in the pod spec,
+which whoever may list pods can read: a secret-looking ``env`` value is refused.
+
 This backend has not been run against a live Kubernetes cluster (docs/backends.md).
 """
 
@@ -23,6 +27,7 @@ from collections.abc import Mapping
 from swift_rules.backends import adaptive_limits, first_worker, section_settings
 from swift_rules.broker import dask_args
 from swift_rules.clusters import ClusterError
+from swift_rules.redact import is_secret
 
 # executor.kubernetes, with its defaults.
 DEFAULTS = {
@@ -57,6 +62,28 @@ def _resources(cores, memory, gpus: int = 0, gpu_resource: str = "nvidia.com/gpu
     return {"requests": requests, "limits": limits}
 
 
+def pod_env(env: Mapping) -> list[dict]:
+    """``executor.kubernetes.env`` as the pods' env entries: a value, or a reference to a
+    Kubernetes secret ``{secret: NAME, key: KEY}``. A secret in plain text is refused."""
+    entries = []
+    for name, value in env.items():
+        where = f"executor.kubernetes.env.{name}"
+        if isinstance(value, Mapping):
+            if set(value) != {"secret", "key"}:
+                raise ClusterError(f"{where}: a secret reference is {{secret: NAME, key: KEY}}")
+            ref = {"name": str(value["secret"]), "key": str(value["key"])}
+            entries.append({"name": str(name), "valueFrom": {"secretKeyRef": ref}})
+        elif is_secret(name):
+            raise ClusterError(
+                f"{where}: a secret in plain text would be in every pod's spec, for anyone who "
+                "may read pods; keep it in a Kubernetes secret (kubectl create secret generic "
+                "NAME --from-file=KEY=FILE) and give {secret: NAME, key: KEY}"
+            )
+        else:
+            entries.append({"name": str(name), "value": str(value)})
+    return entries
+
+
 def cluster_spec(cfg: Mapping, workers: int, name: str | None = None) -> dict:
     """The ``DaskCluster`` resource for this executor config (a plain dict)."""
     from dask_kubernetes.operator import make_cluster_spec
@@ -65,12 +92,11 @@ def cluster_spec(cfg: Mapping, workers: int, name: str | None = None) -> dict:
     minimum, _, _ = adaptive_limits(cfg, workers)
     if name is None:
         name = f"{s['name']}-{secrets.token_hex(3)}"
-    env = {str(k): str(v) for k, v in s["env"].items()}
     # executor.broker: the workers listen on the broker (the token file must be mounted
-    # at that path in the pods, or DASK_BROKER_TOKEN set in `env`); the scheduler stays
-    # on its Service, which the pods reach (docs/broker.md).
+    # at that path in the pods, or DASK_BROKER_TOKEN given as a secret reference in `env`);
+    # the scheduler stays on its Service, which the pods reach (docs/broker.md).
     broker = dask_args(cfg)
-    env = {**broker.env, **env}
+    env = pod_env({**broker.env, **s["env"]})
     spec = make_cluster_spec(
         name=name,
         image=s["image"],

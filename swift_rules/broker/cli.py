@@ -26,10 +26,22 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--tls-ca", help="CA file: also require client certificates signed by it")
     sp.add_argument("--max-connections", type=int, default=100_000)
     sp.add_argument(
+        "--max-handshakes",
+        type=int,
+        default=1024,
+        help="connections not yet authenticated, in all (default 1024): more wait",
+    )
+    sp.add_argument(
+        "--max-handshakes-per-source",
+        type=int,
+        default=128,
+        help="connections not yet authenticated from one address (default 128)",
+    )
+    sp.add_argument(
         "--handshake-timeout",
         type=float,
-        default=10.0,
-        help="seconds a new connection has to send its request (default 10)",
+        default=5.0,
+        help="seconds a new connection has to authenticate (default 5)",
     )
     sp.add_argument(
         "--no-splice",
@@ -73,7 +85,9 @@ def serve(args) -> int:
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
     )
     try:
-        token = protocol.read_token(args.token_file)
+        # A token file must be the user's, mode 600 (as ssh wants of keys): whoever can
+        # read it can use every cluster behind this broker.
+        token = protocol.read_token(args.token_file, private=True)
         ctx = _tls(args)
     except (ValueError, OSError) as err:
         raise SwiftError(f"broker: {err}") from None
@@ -86,6 +100,8 @@ def serve(args) -> int:
         max_connections=args.max_connections,
         use_splice=not args.no_splice,
         handshake_timeout=args.handshake_timeout,
+        max_handshakes=args.max_handshakes,
+        max_handshakes_per_source=args.max_handshakes_per_source,
     )
 
     def ready(b):

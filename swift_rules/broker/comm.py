@@ -9,8 +9,10 @@ the socket in Dask's own TCP comm, so Dask's framing and serialisation are uncha
 
 Registered through the ``distributed.comm.backends`` entry point (pyproject.toml). The
 token comes from $DASK_BROKER_TOKEN, $DASK_BROKER_TOKEN_FILE or Dask's config
-``distributed.comm.broker.token`` / ``token-file``. With Dask TLS settings, the
-connections to the broker use TLS (the broker then needs a certificate: ``--tls-cert``).
+``distributed.comm.broker.token`` / ``token-file``; with a run token, the ids this
+process makes up start with the run's name (the only ones it may use). With Dask TLS
+settings, the connections to the broker use TLS (the broker then needs a certificate:
+``--tls-cert``). A broker too busy to take a new connection is tried again for a while.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class BrokerRefused(FatalCommClosedError):
     """The broker said no for good (authentication, a taken id): retrying cannot help."""
 
 
+class BrokerBusy(CommClosedError):
+    """The broker has too many connections in the handshake: try again shortly."""
+
+
 def parse_loc(loc: str) -> tuple[str, int, str | None]:
     """``HOST:PORT[/ID]`` -> (host, port, id or None); port 0 or none: the default port."""
     from distributed.comm.addressing import parse_host_port
@@ -53,14 +59,24 @@ def parse_loc(loc: str) -> tuple[str, int, str | None]:
 
 
 def _new_id() -> str:
+    """A fresh endpoint id; ``RUN.``-prefixed for a run token (its endpoints must be), or
+    where Dask's config ``distributed.comm.broker.run`` names a run (a stage job's
+    scheduler, which the run's workers are to reach)."""
+    import dask.config
+
     host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:60] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        run = _credential().run
+    except BrokerRefused:
+        run = None  # (no token yet: the registration will say so)
+    run = run or dask.config.get("distributed.comm.broker.run", None)
+    return f"{run + '.' if run else ''}{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _token() -> bytes:
+def _credential() -> protocol.Credential:
     # Read per connection (a few microseconds): a changed token file takes effect.
     try:
-        return protocol.read_token()
+        return protocol.credential(protocol.read_token())
     except ValueError as err:
         raise BrokerRefused(str(err)) from None
 
@@ -80,15 +96,35 @@ def _client_tls(connection_args: dict, listening: bool):
 
 async def _handshake(host, port, request: dict, ssl_ctx, timeout: float = 30.0) -> IOStream:
     """Open a connection to the broker, send ``request``, return the stream after ``ok``
-    (within ``timeout`` seconds: a firewall that drops packets must not hang us)."""
-    try:
-        return await asyncio.wait_for(_exchange(host, port, request, ssl_ctx), timeout)
-    except TimeoutError:
-        raise CommClosedError(f"broker {host}:{port}: no answer within {timeout:g} s") from None
+    (within ``timeout`` seconds: a firewall that drops packets must not hang us). A busy
+    broker is tried again meanwhile, with a growing delay."""
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + timeout, 0.05
+    while True:
+        try:
+            left = deadline - loop.time()
+            return await asyncio.wait_for(_exchange(host, port, request, ssl_ctx), left)
+        except TimeoutError:
+            why = f"broker {host}:{port}: no answer within {timeout:g} s"
+            raise CommClosedError(why) from None
+        except BrokerBusy:
+            if loop.time() + delay >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
+
+
+def _refusal(where: str, op: str, why: str) -> CommClosedError:
+    if why.startswith("busy"):
+        return BrokerBusy(f"{where} is busy, {op}: {why}")
+    if why.startswith("no endpoint") or "did not answer" in why:
+        # The target may be registering again (broker restart): Dask retries.
+        return CommClosedError(f"{where} refused {op}: {why}")
+    return BrokerRefused(f"{where} refused {op}: {why}")
 
 
 async def _exchange(host, port, request: dict, ssl_ctx) -> IOStream:
-    token = _token()
+    cred = _credential()
     where = f"broker {host}:{port}"
     stream = None
     try:
@@ -96,10 +132,15 @@ async def _exchange(host, port, request: dict, ssl_ctx) -> IOStream:
         if ssl_ctx is not None:
             stream = await stream.start_tls(False, ssl_options=ssl_ctx, server_hostname=host)
         hello = protocol.decode(await stream.read_until(b"\n", max_bytes=protocol.MAX_LINE))
-        request = {**request, "cnonce": protocol.nonce()}
-        request["mac"] = protocol.request_mac(token, str(hello.get("nonce")), request)
+        if hello.get("ok") is False:  # turned away before the handshake (busy)
+            stream.close()
+            raise _refusal(where, request["op"], str(hello.get("error")))
+        request = {**request, **cred.claims(), "cnonce": protocol.nonce()}
+        request["mac"] = protocol.request_mac(cred.key, str(hello.get("nonce")), request)
         await stream.write(protocol.encode(request))
         reply = protocol.decode(await stream.read_until(b"\n", max_bytes=protocol.MAX_LINE))
+    except CommClosedError:
+        raise  # (a refusal: its own kind)
     except (StreamClosedError, OSError) as err:
         raise CommClosedError(f"{where}: {err}") from err
     except asyncio.CancelledError:  # timed out
@@ -111,12 +152,8 @@ async def _exchange(host, port, request: dict, ssl_ctx) -> IOStream:
         raise BrokerRefused(f"{where} does not speak the broker protocol: {err}") from err
     if not reply.get("ok"):
         stream.close()
-        why = str(reply.get("error"))
-        if why.startswith("no endpoint") or "did not answer" in why:
-            # The target may be registering again (broker restart): Dask retries.
-            raise CommClosedError(f"{where} refused {request['op']}: {why}")
-        raise BrokerRefused(f"{where} refused {request['op']}: {why}")
-    expected = protocol.reply_mac(token, request["cnonce"], str(hello.get("nonce")))
+        raise _refusal(where, request["op"], str(reply.get("error")))
+    expected = protocol.reply_mac(cred.key, request["cnonce"], str(hello.get("nonce")))
     if not protocol.same(reply.get("mac"), expected):
         stream.close()
         raise BrokerRefused(f"{where} did not prove it knows the broker token: not our broker")

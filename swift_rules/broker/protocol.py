@@ -13,6 +13,15 @@ peer talking to a broker without the token (an impostor) notices. After an ``ok`
 connection carries raw bytes: the relayed Dask comm, or the broker's ``open`` requests
 on an endpoint's control connection.
 
+Run tokens: where a token must travel with the jobs (a DIRAC sandbox stays on the grid's
+storage), the stage job gives them a *run token* instead of the long-lived one:
+``run_token(token, run, lifetime)`` holds the run's name, an expiry and the key
+HMAC(token, run, expiry), which only the holder of the long-lived token can make. A
+peer using it adds ``"run"`` and ``"expires"`` to its request and MACs with that key;
+the broker derives the same key, refuses it once expired, and lets it register and
+reach only the endpoints of its run (ids ``RUN.*``). A leaked sandbox then opens that
+one run's endpoints until the expiry, not the broker.
+
 Operations:
 
 - ``register`` ``{"id": ID}``: the connection becomes ID's control connection; the
@@ -29,6 +38,9 @@ import json
 import os
 import re
 import secrets
+import stat
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 VERSION = 1
@@ -39,6 +51,9 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_PORT = 8785
 TOKEN_ENV = "DASK_BROKER_TOKEN"
 TOKEN_FILE_ENV = "DASK_BROKER_TOKEN_FILE"
+RUN_TOKEN_PREFIX = "swift-rules-run-token"
+# A run's name: the first part of its endpoints' ids (no '.', which ends it).
+RUN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class ProtocolError(ValueError):
@@ -84,11 +99,62 @@ def same(a: object, b: str) -> bool:
     return isinstance(a, str) and hmac.compare_digest(a.encode(), b.encode())
 
 
-def read_token(path: str | os.PathLike | None = None) -> bytes:
+@dataclass(frozen=True)
+class Credential:
+    """How a peer authenticates: the MAC key, and for a run token its run and expiry."""
+
+    key: bytes
+    run: str | None = None
+    expires: int | None = None
+
+    def claims(self) -> dict:
+        return {} if self.run is None else {"run": self.run, "expires": self.expires}
+
+
+def run_key(token: bytes, run: str, expires: int) -> bytes:
+    """The MAC key of a run token: made from the long-lived token, by its holders only."""
+    return _mac(token, "run", run, str(expires)).encode()
+
+
+def run_token(token: bytes, run: str, lifetime_s: float) -> str:
+    """A token for run ``run``'s endpoints only, valid ``lifetime_s`` seconds from now."""
+    if not RUN_PATTERN.match(run):
+        raise ValueError(f"bad run name {run!r} (letters, digits, '_-', up to 64)")
+    expires = int(time.time() + lifetime_s)
+    return f"{RUN_TOKEN_PREFIX}:{run}:{expires}:{run_key(token, run, expires).decode()}"
+
+
+def credential(token: bytes) -> Credential:
+    """What ``read_token`` gave, as the handshake uses it: a run token, or the token."""
+    if not token.startswith(RUN_TOKEN_PREFIX.encode() + b":"):
+        return Credential(token)
+    parts = token.decode(errors="replace").split(":")
+    if len(parts) != 4 or not RUN_PATTERN.match(parts[1]) or not parts[2].isdigit():
+        raise ValueError("a malformed run token (want PREFIX:RUN:EXPIRES:KEY)")
+    return Credential(parts[3].encode(), parts[1], int(parts[2]))
+
+
+def check_private(path: str | os.PathLike) -> None:
+    """Refuse a token file that others may read or change, as ssh refuses such keys."""
+    st = os.stat(path)
+    if st.st_uid != os.geteuid():
+        raise ValueError(
+            f"the broker token file {path} belongs to uid {st.st_uid}, not to you "
+            f"(uid {os.geteuid()}): whoever owns it knows the token and can change it"
+        )
+    if st.st_mode & 0o077:
+        raise ValueError(
+            f"the broker token file {path} is open to other users (mode "
+            f"{stat.S_IMODE(st.st_mode):o}): chmod 600 {path}, and make a new token if "
+            "anyone may have read it"
+        )
+
+
+def read_token(path: str | os.PathLike | None = None, private: bool = False) -> bytes:
     """The shared token: from the file ``path``; else $DASK_BROKER_TOKEN or Dask's config
     ``distributed.comm.broker.token``; else the file named by $DASK_BROKER_TOKEN_FILE or
     ``distributed.comm.broker.token-file``. No token is an error: the broker is never an
-    open relay."""
+    open relay. ``private``: a token file must be the user's, mode 600 (the broker's)."""
     if path is None:
         import dask.config
 
@@ -108,6 +174,8 @@ def read_token(path: str | os.PathLike | None = None) -> bytes:
             "(or Dask config distributed.comm.broker.token / token-file)"
         )
     try:
+        if private:
+            check_private(path)
         token = Path(path).read_text().strip().encode()
     except OSError as err:
         raise ValueError(f"cannot read the broker token file {path}: {err}") from None

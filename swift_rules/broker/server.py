@@ -14,8 +14,11 @@ wraps the socket in Dask's own TCP comm (its framing and serialisation unchanged
 docs/broker.md for the figures.
 
 The broker is not an open relay: every connection authenticates with the shared token
-(swift_rules.broker.protocol); refused peers, taken endpoint ids, unknown tickets,
-malformed or oversized lines are logged and closed, and never stop the broker.
+or a run token (swift_rules.broker.protocol); refused peers, taken endpoint ids, unknown
+tickets, malformed or oversized lines are logged and closed, and never stop the broker.
+Connections that have not authenticated yet have their own, smaller limits (in all and
+per source address) and a short timeout, so that idle sockets cannot take the slots
+of real endpoints; a peer turned away for that is told "busy" and tries again.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import secrets
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 
 from swift_rules.broker import protocol, splice
@@ -62,13 +66,17 @@ class Conn(asyncio.Protocol):
         self.buf = bytearray()
         self.line: asyncio.Future = asyncio.get_running_loop().create_future()
         self.nonces = ("", "")  # (peer's, broker's), for the ok reply's MAC
-        self.addr = "?"
+        self.key = broker.token  # the MAC key: the token's, or the peer's run token's
+        self.run: str | None = None  # a run token's run: its ids must start with "RUN."
+        self.addr = self.host = "?"
+        self.handshaking = False  # counted in the broker's handshake limits
 
     # asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.addr = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.host = str(peer[0]) if peer else "?"
         sock = transport.get_extra_info("socket")
         if sock is not None:
             _keepalive(sock)
@@ -114,8 +122,7 @@ class Conn(asyncio.Protocol):
         self.transport.write(protocol.encode(msg))
 
     def ok(self):
-        token = self.broker.token
-        self.send({"ok": True, "mac": protocol.reply_mac(token, *self.nonces)})
+        self.send({"ok": True, "mac": protocol.reply_mac(self.key, *self.nonces)})
 
     def refuse(self, why: str):
         if not self.transport.is_closing():
@@ -146,15 +153,20 @@ class Broker:
         port: int = protocol.DEFAULT_PORT,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 100_000,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float = 5.0,
         open_timeout: float = 10.0,
         use_splice: bool = True,
+        max_handshakes: int = 1024,
+        max_handshakes_per_source: int = 128,
     ):
         self.token = token
         self.host, self.port = host, port
         self.ssl_context = ssl_context
         self.max_connections = max_connections
         self.handshake_timeout = handshake_timeout
+        self.max_handshakes = max_handshakes
+        self.max_handshakes_per_source = max_handshakes_per_source
+        self.handshakes: dict[str, int] = {}  # source address -> connections in the handshake
         self.open_timeout = open_timeout
         self.endpoints: dict[str, Conn] = {}
         self.pending: dict[str, tuple[str, asyncio.Future]] = {}  # ticket: (id, data conn)
@@ -168,8 +180,9 @@ class Broker:
     async def start(self) -> Broker:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: Conn(self), self.host, self.port, ssl=self.ssl_context, backlog=4096
-        )
+            lambda: Conn(self), self.host, self.port, ssl=self.ssl_context, backlog=4096,
+            ssl_handshake_timeout=self.handshake_timeout if self.ssl_context else None,
+        )  # fmt: skip
         self.port = self.server.sockets[0].getsockname()[1]
         logger.info("broker listening on %s:%d", self.host, self.port)
         return self
@@ -189,12 +202,37 @@ class Broker:
         if len(self.conns) + 2 * len(self.kernel_relays) >= self.max_connections:
             self._refused(conn, f"too many connections (limit {self.max_connections})")
             return
+        busy = self._handshake_limit(conn.host)
+        if busy:
+            self._refused(conn, f"busy: {busy}")
+            return
+        conn.handshaking = True
+        self.handshakes[conn.host] = self.handshakes.get(conn.host, 0) + 1
         self.conns.add(conn)
         task = asyncio.ensure_future(self._handle(conn))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def _handshake_limit(self, host: str) -> str | None:
+        """Why a new connection from ``host`` may not start a handshake now (None: it may)."""
+        if sum(self.handshakes.values()) >= self.max_handshakes:
+            return f"too many connections in the handshake (limit {self.max_handshakes})"
+        if self.handshakes.get(host, 0) >= self.max_handshakes_per_source:
+            limit = self.max_handshakes_per_source
+            return f"too many connections in the handshake from {host} (limit {limit})"
+        return None
+
+    def _handshake_over(self, conn: Conn):
+        if conn.handshaking:
+            conn.handshaking = False
+            left = self.handshakes[conn.host] - 1
+            if left:
+                self.handshakes[conn.host] = left
+            else:
+                del self.handshakes[conn.host]
+
     def closed(self, conn: Conn):
+        self._handshake_over(conn)
         self.conns.discard(conn)
         if conn.endpoint is not None and self.endpoints.get(conn.endpoint) is conn:
             del self.endpoints[conn.endpoint]
@@ -215,6 +253,7 @@ class Broker:
             line = await asyncio.wait_for(conn.line, self.handshake_timeout)
             request = protocol.decode(line)
             self._authenticate(conn, request, broker_nonce)
+            self._handshake_over(conn)
             op = request.get("op")
             if op == "register":
                 self._register(conn, request)
@@ -235,24 +274,37 @@ class Broker:
             conn.transport.abort()
 
     def _authenticate(self, conn: Conn, request: dict, broker_nonce: str):
-        expected = protocol.request_mac(self.token, broker_nonce, request)
+        key, run, expires = self.token, request.get("run"), request.get("expires")
+        if run is not None:  # a run token: its key is made from ours
+            if not (isinstance(run, str) and protocol.RUN_PATTERN.match(run)):
+                raise Refused(f"bad run name {run!r}")
+            if not isinstance(expires, int) or isinstance(expires, bool):
+                raise Refused("a run token needs an integer 'expires'")
+            key = protocol.run_key(self.token, run, expires)
+        expected = protocol.request_mac(key, broker_nonce, request)
         if not protocol.same(request.get("mac"), expected):
             raise Refused("authentication failed (wrong or missing broker token)")
+        if run is not None and expires < time.time():
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
+            raise Refused(f"the run token of run {run!r} expired at {when}")
         cnonce = request.get("cnonce")
         if not isinstance(cnonce, str) or len(cnonce) > 64:
             raise Refused("bad cnonce")
-        conn.nonces = (cnonce, broker_nonce)
+        conn.nonces, conn.key, conn.run = (cnonce, broker_nonce), key, run
 
     @staticmethod
-    def _endpoint_id(request: dict, key: str) -> str:
+    def _endpoint_id(conn: Conn, request: dict, key: str) -> str:
         value = request.get(key)
         if not isinstance(value, str) or not ID_PATTERN.match(value):
             raise Refused(f"bad endpoint id {value!r} (letters, digits, '._-', up to 128)")
+        if conn.run is not None and not value.startswith(f"{conn.run}."):
+            why = f"a token of run {conn.run!r} is for ids {conn.run}.* only, not {value!r}"
+            raise Refused(why)
         return value
 
     # operations ----------------------------------------------------------------------
     def _register(self, conn: Conn, request: dict):
-        eid = self._endpoint_id(request, "id")
+        eid = self._endpoint_id(conn, request, "id")
         holder = self.endpoints.get(eid)
         if holder is not None:
             raise Refused(f"endpoint id {eid!r} is already registered (from {holder.addr})")
@@ -264,7 +316,7 @@ class Broker:
         logger.info("endpoint %s registered from %s", eid, conn.addr)
 
     async def _connect(self, conn: Conn, request: dict):
-        target = self._endpoint_id(request, "target")
+        target = self._endpoint_id(conn, request, "target")
         control = self.endpoints.get(target)
         if control is None:
             raise Refused(f"no endpoint {target!r} is registered at this broker")
@@ -289,7 +341,7 @@ class Broker:
         logger.debug("relay %s -> %s", conn.addr, target)
 
     def _data(self, conn: Conn, request: dict):
-        eid = self._endpoint_id(request, "id")
+        eid = self._endpoint_id(conn, request, "id")
         entry = self.pending.get(request.get("ticket"))
         if entry is None or entry[0] != eid or entry[1].done():
             raise Refused(f"unknown ticket for endpoint {eid!r}")

@@ -104,6 +104,7 @@ def cmd_validate(args) -> int:
     from swift_rules import device
     from swift_rules.config import load_config
     from swift_rules.options import check_options
+    from swift_rules.redact import redact
     from swift_rules.registry import REGISTRY, load_registrations
 
     config = load_config(args.config)
@@ -114,7 +115,7 @@ def cmd_validate(args) -> int:
             check_options(stage, entry.variants[d].target, settings["options"])
     print(f"{args.config}: valid")
     if args.show:
-        print(json.dumps(config, indent=2))
+        print(json.dumps(redact(config), indent=2))
     return 0
 
 
