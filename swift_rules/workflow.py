@@ -96,6 +96,9 @@ class Plan:
                     f"known: {sorted(datasets)}"
                 )
             datasets = {s: datasets[s] for s in data["samples"]}
+            # Only the kept datasets' files are generated (and listed in the fileset).
+            kept = {d.key for d in datasets.values()}
+            self.generated = {p: g for p, g in self.generated.items() if g[0] in kept}
         limit = data["max_files_per_sample"]
         out = {}
         for ds in sorted(datasets.values(), key=lambda d: d.key):

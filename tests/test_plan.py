@@ -78,7 +78,11 @@ def test_shipped_agc_fileset_is_the_published_one():
 
 def test_samples_subset_and_unknown_sample():
     cfg = agc_config(data={"generated": {"preset": "tiny"}, "samples": ["wjets__nominal"]})
-    assert Plan(cfg).samples == ["wjets__nominal"]
+    plan = Plan(cfg)
+    assert plan.samples == ["wjets__nominal"]
+    # Only its files are generated, each with the arguments of its own job.
+    assert list(plan.generated) == ["data/generated/wjets__nominal/wjets__nominal_0000.root"]
+    assert "--dataset wjets__nominal" in plan.generation_args(next(iter(plan.generated)))
     cfg["data"]["samples"] = ["zprime__nominal"]
     with pytest.raises(ValueError, match="zprime__nominal"):
         Plan(cfg)
