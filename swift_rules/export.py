@@ -171,11 +171,9 @@ def export(results_paths, datasets: Mapping, out: str | Path, *, stage: str,
 
 
 def write_root(out: str | Path, hists: Mapping, description: Mapping) -> None:
-    import uproot
+    from swift_rules.rootfile import recreate
 
-    from swift_rules.atomic import atomic_path
-
-    with atomic_path(out) as tmp, uproot.recreate(tmp) as f:
+    with recreate(out) as f:
         f[INFO_KEY] = json.dumps(description, sort_keys=True)
         for name, groups in sorted(hists.items()):
             for group, h in sorted(groups.items()):

@@ -9,6 +9,7 @@ stand behind them without unpickling anything.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from swift_rules import device, fingerprint
+from swift_rules.atomic import write_text
 from swift_rules.clusters import dask_client
 from swift_rules.errors import SwiftError
 from swift_rules.inputs import (
@@ -71,12 +73,15 @@ def run_stage(
     tree: str = TREE,
     sum_weights: bool = False,
     skim_out: str | Path | None = None,
+    run_record: str | Path | None = None,
 ) -> tuple[object, dict]:
     """Process ``files`` of dataset ``sample`` with the chosen variant of ``stage_name``.
 
     Writes ``out`` atomically with the output and its record (and, for a skim stage,
     the skim to ``skim_out``, by default ``out`` with the suffix ``.parquet``), and
-    returns both.
+    returns both. The record holds what decides the output, so that the same job run
+    anywhere writes the same bytes; how and where it ran (executor, host, times) goes to
+    ``run_record`` (JSON) when given.
     """
     stage_config = dict(stage_config or {})
     executor = dict(executor or {})
@@ -90,6 +95,7 @@ def run_stage(
     inputs = check_inputs(files, required, skip_bad_files, tree=tree, sum_weights=sum_weights)
     skim = bool(stage_config.get("skim"))
 
+    began = _now()
     started = time.perf_counter()
     try:
         output = _run_coffea(
@@ -114,11 +120,8 @@ def run_stage(
         "stage": stage_name,
         "variant": choice.device,
         "variant_target": variant.target,
-        "device_reason": choice.reason,
         "code_fingerprint": fingerprint.code_fingerprint([variant.module]),
         "config": stage_config,
-        "executor": redact(executor),  # records are shared; tokens are not
-        "workers": workers,
         "sample": sample,
         "dataset_metadata": {"dataset": sample, **dict(sample_metadata or {})},
         "files": sorted(inputs.entries),
@@ -128,9 +131,6 @@ def run_stage(
         "events": {sample: n_events},
         "source_events": {sample: inputs.source_events},
         "software": software_versions(),
-        "host": platform.node(),
-        "wall_time_s": round(wall, 3),
-        "events_per_s": round(n_events / wall, 1) if wall > 0 else None,
     }
     if inputs.sum_weights is not None:
         meta["sum_weights"] = {sample: inputs.sum_weights}
@@ -142,6 +142,18 @@ def run_stage(
         skim_out = Path(skim_out) if skim_out else Path(out).with_suffix(".parquet")
         meta["skim"] = write_skim(skim_out, output.pop(SKIM_KEY, None), meta)
     save_result(out, output, meta)
+    if run_record:
+        # How and where it ran: not in the result, whose bytes must not depend on it.
+        record = {
+            "stage": stage_name, "sample": sample, "variant": choice.device,
+            "device_reason": choice.reason,
+            "executor": redact(executor),  # records are shared; tokens are not
+            "workers": workers, "host": platform.node(), "started": began, "finished": _now(),
+            "wall_time_s": round(wall, 3),
+            "events_per_s": round(n_events / wall, 1) if wall > 0 else None,
+            "result": str(out),
+        }  # fmt: skip
+        write_text(run_record, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
     rate = f"{n_events / wall:,.0f} events/s" if wall > 0 else ""
     skipped = inputs.skipped
     log.info(
@@ -153,6 +165,10 @@ def run_stage(
     for where, why in damaged.items():
         log.warning(f"left out, unreadable: {where}: {why}")
     return output, meta
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _account(output, inputs: Inputs) -> tuple[dict[str, int], dict[str, str]]:

@@ -731,9 +731,10 @@ def test_stage_job_through_a_broker(procs, tmp_path, token_file, tiny_dataset):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         outputs[label] = load_result(out)
+        if label == "broker":  # (how a job ran is in its log, not in its result)
+            assert "Dask scheduler: broker://" in proc.stderr, proc.stderr[-2000:]
     (a, meta_a), (b, meta_b) = outputs["broker"], outputs["local"]
     assert meta_a["events"] == meta_b["events"] and sum(meta_a["events"].values()) > 0
-    assert meta_a["executor"]["address"].startswith("broker://")
     assert _numbers(a).keys() == _numbers(b).keys()
     different = [k for k, v in _numbers(a).items() if not np.array_equal(v, _numbers(b)[k])]
     assert not different, f"not bit-identical to a local Dask run: {different[:5]}"
@@ -834,7 +835,6 @@ def test_htcondor_dask_workers_through_the_broker(procs, tmp_path, request):
             assert f"HTCondor Dask cluster: broker://127.0.0.1:{broker.port}/" in proc.stderr
     # The scheduler, and each worker job's nanny and worker, registered at the broker.
     assert broker.text().count("registered from") >= 3, broker.text()
-    (a, meta_a), (b, _) = outputs["htcondor"], outputs["local"]
-    assert meta_a["executor"]["type"] == "htcondor"
+    (a, _), (b, _) = outputs["htcondor"], outputs["local"]
     different = [k for k, v in _numbers(a).items() if not np.array_equal(v, _numbers(b)[k])]
     assert _numbers(a).keys() == _numbers(b).keys() and not different, different[:5]

@@ -317,7 +317,7 @@ def test_stage_on_dask_workers_in_the_pool_equals_local_dask(local_run):
     assert_bitwise_equal({k: (v,) for k, v in a.items()}, {k: (v,) for k, v in b.items()})
     from swift_rules.results import load_result
 
-    assert load_result(path / "dask-htcondor.pkl")[1]["executor"]["type"] == "htcondor"
+    assert load_result(path / "dask-htcondor.pkl")[1]["stage"] == "agc::ttbar"
     # The workers were HTCondor jobs (dask-jobqueue names them), and are gone now.
     workers = history(f'Iwd == "{path}" && regexp("^HTCondorCluster", JobBatchName)',
                       "ClusterId", "RequestMemory")  # fmt: skip

@@ -48,6 +48,7 @@ def run(tmp_path, files, name, sample=SAMPLE, settings=None, executor=None, work
         executor=executor or {},
         workers=workers,
         progress=False,
+        run_record=tmp_path / f"{name}.run.json",
     )
     assert load_result(out)[1] == meta
     return output, meta
@@ -67,7 +68,7 @@ def test_same_results_for_any_chunking_and_executor(tmp_path, tiny_dataset):
         executor={"type": "local"},
         workers=2,
     )
-    assert dmeta["workers"] == 2
+    assert run_record(tmp_path, "dask")["workers"] == 2
     assert_same_histograms(hists_of(ref), hists_of(small), rel=1e-12)
     assert_same_histograms(hists_of(ref), hists_of(dask), rel=1e-12)
 
@@ -91,7 +92,7 @@ def test_existing_scheduler_address(tmp_path, tiny_dataset):
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
         executor = {"type": "address", "address": cluster.scheduler_address}
         out, meta = run(tmp_path, files, "addr", settings={"chunksize": 1000}, executor=executor)
-    assert meta["executor"]["address"] == cluster.scheduler_address
+    assert run_record(tmp_path, "addr")["executor"]["address"] == cluster.scheduler_address
     # A Dask tree reduction adds chunks in another order than the in-process loop.
     assert_same_histograms(hists_of(ref), hists_of(out), rel=1e-12)
 
@@ -105,21 +106,21 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path, tiny_dataset):
     assert not (tmp_path / "x.pkl").exists()
 
 
+def run_record(tmp_path, name) -> dict:
+    return json.loads((tmp_path / f"{name}.run.json").read_text())
+
+
 def test_record_of_the_run(tmp_path, tiny_dataset):
     _, meta = run(tmp_path, tiny_dataset[SAMPLE], "rec")
-    for key in (
-        "code_fingerprint",
-        "config",
-        "files",
-        "entries",
-        "software",
-        "wall_time_s",
-        "events_per_s",
-        "device_reason",
-        "variant_target",
-    ):
+    for key in ("code_fingerprint", "config", "files", "entries", "software",
+                "variant_target"):  # fmt: skip
         assert key in meta, key
     assert meta["software"]["coffea"]
+    # How and where it ran is in the run record, not in the result: the result's bytes
+    # do not depend on the executor, the host or the time.
+    for key in ("executor", "workers", "host", "wall_time_s", "events_per_s", "started"):
+        assert key not in meta and key in run_record(tmp_path, "rec"), key
+    assert run_record(tmp_path, "rec")["device_reason"]
     assert sorted(meta["entries"]) == sorted(tiny_dataset[SAMPLE])
 
 
@@ -432,10 +433,12 @@ def test_result_records_and_printed_settings_hold_no_secret(tmp_path, tiny_datas
     broker = {"token_file": "/private/broker.token"}
     executor = {"type": "iterative", "kubernetes": {"env": env}, "broker": broker}
     _, meta = run(tmp_path, tiny_dataset[SAMPLE][:1], "r", executor=executor)
-    assert meta["executor"]["kubernetes"]["env"] == {"DASK_BROKER_TOKEN": "<redacted>",
-                                                     "OMP_NUM_THREADS": "1"}  # fmt: skip
-    assert meta["executor"]["broker"] == {"token_file": "/private/broker.token"}
+    record = run_record(tmp_path, "r")
+    assert record["executor"]["kubernetes"]["env"] == {"DASK_BROKER_TOKEN": "<redacted>",
+                                                       "OMP_NUM_THREADS": "1"}  # fmt: skip
+    assert record["executor"]["broker"] == {"token_file": "/private/broker.token"}
     assert secret.encode() not in (tmp_path / "r.pkl").read_bytes()
+    assert secret not in (tmp_path / "r.run.json").read_text()
     assert secret not in run_cli("info", str(tmp_path / "r.pkl")).stdout
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"executor": executor}))

@@ -420,7 +420,7 @@ def test_stage_on_slurm_dask_workers_equals_local_dask(cluster, local_run, local
     assert_bitwise_equal({k: (v,) for k, v in a.items()}, {k: (v,) for k, v in b.items()})
     from swift_rules.results import load_result
 
-    assert load_result(path / "dask-slurm.pkl")[1]["executor"]["type"] == "slurm"
+    assert load_result(path / "dask-slurm.pkl")[1]["stage"] == "agc::ttbar"
     # The workers were Slurm jobs with the requested memory (1GB = 954 MiB) and time
     # limit, gone when the stage job closed its cluster (cancelled, or ended by the
     # worker itself when its scheduler went away first).

@@ -48,6 +48,7 @@ from swift_rules.agc.presets import DEFAULT_SIZES, preset_total  # noqa: F401 (r
 from swift_rules.agc.processes import VARIATIONS, check_sample, simulate
 from swift_rules.atomic import atomic_path
 from swift_rules.chunks import chunk_len, concat_chunks, rechunk
+from swift_rules.rootfile import recreate
 
 __all__ = [
     "BLOCK_SIZE",
@@ -252,7 +253,7 @@ def generate_file(
     check_sample(process, variation)
     codec = _compression(compression)
     written = 0
-    with atomic_path(path) as tmp, uproot.recreate(tmp, compression=codec) as f:
+    with recreate(path, compression=codec) as f:
         f[METADATA_KEY] = _metadata_string(process, variation, n_events, file_index, seed)
         # mktree, not ``f["Events"] = ...``: uproot >= 5.7 would write an RNTuple.
         tree = f.mktree("Events", BRANCH_TYPES, title="Events")

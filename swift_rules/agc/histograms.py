@@ -24,7 +24,7 @@ import numpy as np
 import uproot
 
 from swift_rules.agc.samples import PROCESSES, REGIONS
-from swift_rules.atomic import atomic_path
+from swift_rules.rootfile import recreate
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def write_histograms_root(
     hists = histograms_to_write(h, ttbar_scale, processed)
     if not hists:
         raise ValueError(f"nothing to write to {path}: the histogram has no filled entries")
-    with atomic_path(path) as tmp, uproot.recreate(tmp) as f:
+    with recreate(path) as f:
         for key, h1 in hists.items():
             f[key] = h1
     return list(hists)

@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 
 import hist
-import uproot
 
 from swift_rules.agc.histograms import PSEUDODATA, MissingHistogramError, load_hists
-from swift_rules.atomic import atomic_path
+from swift_rules.rootfile import recreate
 
 # Fit binning: lower edge of the fit range and the number of bins merged into one.
 FIT_LOW = 110.0
@@ -49,7 +48,7 @@ def write_fit_templates(
             )
         hint += " (was the ttbar stage run on every sample?)"
         raise MissingHistogramError(err.missing, where=str(histograms_root), hint=hint) from None
-    with atomic_path(path) as tmp, uproot.recreate(tmp) as f:
+    with recreate(path) as f:
         for key, h in hists.items():
             f[key] = rebin_for_fit(h)
     return list(hists)

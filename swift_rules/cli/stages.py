@@ -72,6 +72,7 @@ def cmd_run(args) -> int:
         tree=args.tree,
         sum_weights=args.sum_weights,
         skim_out=args.skim_out,
+        run_record=args.run_record,
     )
     return 0
 
@@ -143,6 +144,11 @@ def add_commands(add) -> None:
         "--skim-out",
         help="skim stages: Parquet file of the selected events (default: --out "
         "with the suffix .parquet)",
+    )
+    sp.add_argument(
+        "--run-record",
+        help="write how and where the job ran (executor, host, times) to this JSON file; the "
+        "result holds only what decides the output",
     )
     sp.add_argument(
         "--metadata",

@@ -31,12 +31,12 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from swift_rules.atomic import atomic_path
 from swift_rules.chunks import chunk_len, concat_chunks, rechunk
 from swift_rules.htautau.inputs import COLLECTIONS, EVENT_FIELDS, LAYOUT, MET_FIELDS
 from swift_rules.htautau.presets import DATA_COMPOSITION
 from swift_rules.htautau.samples import SAMPLE_NAMES, SAMPLES
 from swift_rules.htautau.toy import Builder, block_rng, choose, filtered_events
+from swift_rules.rootfile import recreate
 
 BLOCK_SIZE = 50_000
 WRITE_CHUNK = 100_000
@@ -250,7 +250,7 @@ def generate_file(
 def _write(path, chunks, *, is_data: bool, compression: str, metadata: str | None) -> int:
     codec = _compression(compression)
     written = 0
-    with atomic_path(path) as tmp, uproot.recreate(tmp, compression=codec) as f:
+    with recreate(path, compression=codec) as f:
         if metadata is not None:
             f[METADATA_KEY] = metadata
         with _unsigned_counters():  # mktree, not f["Events"] = ...: that is an RNTuple

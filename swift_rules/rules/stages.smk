@@ -86,7 +86,10 @@ rule swift_process:
     output:
         SR.results + "/{namespace}/{stagename}/partial/{dataset}/group{group}.pkl",
     log:
-        SR.results + "/logs/{namespace}/{stagename}/{dataset}/group{group}.log",
+        stderr=SR.results + "/logs/{namespace}/{stagename}/{dataset}/group{group}.log",
+        # How and where the job ran: kept out of the result, whose bytes must not
+        # depend on the executor or the host.
+        run=SR.results + "/logs/{namespace}/{stagename}/{dataset}/group{group}.run.json",
     params:
         # Snakemake reruns a job when its params change: the code hash and the
         # stage's settings, registration and dataset metadata in args make a change
@@ -101,7 +104,7 @@ rule swift_process:
         SWIFT_CONTAINER
     shell:
         "swift-rules run {params.stage:q} --out {output:q} --workers {threads} "
-        "{params.args} 2> {log:q}"
+        "--run-record {log.run:q} {params.args} 2> {log.stderr:q}"
 
 
 rule swift_skim:
@@ -113,7 +116,8 @@ rule swift_skim:
         record=SR.results + "/{namespace}/{stagename}/skims/{dataset}/group{group}.pkl",
         skim=SR.results + "/{namespace}/{stagename}/skims/{dataset}/group{group}.parquet",
     log:
-        SR.results + "/logs/{namespace}/{stagename}/{dataset}/group{group}.log",
+        stderr=SR.results + "/logs/{namespace}/{stagename}/{dataset}/group{group}.log",
+        run=SR.results + "/logs/{namespace}/{stagename}/{dataset}/group{group}.run.json",
     params:
         code=lambda w: SR.code_fingerprint(_stage(w)),
         args=lambda w: SR.run_args(_stage(w), w.dataset, w.group),
@@ -125,7 +129,7 @@ rule swift_skim:
         SWIFT_CONTAINER
     shell:
         "swift-rules run {params.stage:q} --out {output.record:q} --skim-out {output.skim:q} "
-        "--workers {threads} {params.args} 2> {log:q}"
+        "--workers {threads} --run-record {log.run:q} {params.args} 2> {log.stderr:q}"
 
 
 rule swift_merge_sample:
