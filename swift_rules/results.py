@@ -15,6 +15,7 @@ results folder shared with a group stays safe to merge and rerun in.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -37,8 +38,18 @@ class ResultError(SwiftError):
 
 def save_result(path: str | Path, output, meta: dict) -> None:
     record = json.dumps(meta, sort_keys=True, separators=(",", ":"), default=str)
-    payload = pickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
-    write_bytes(path, MAGIC + record.encode() + b"\n" + payload)
+    write_bytes(path, MAGIC + record.encode() + b"\n" + _pickle(output))
+
+
+def _pickle(output) -> bytes:
+    """The output's pickle, the same bytes for equal outputs: without pickle's memo, whose
+    back-references follow which objects happen to be shared (equal histograms merged in
+    process and from Dask workers share different strings)."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True  # no memo: every object written in full, where it occurs
+    pickler.dump(output)
+    return buffer.getvalue()
 
 
 def _read_header(fh, path) -> dict:

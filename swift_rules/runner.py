@@ -34,6 +34,7 @@ from swift_rules.inputs import (
     Inputs,
     check_inputs,
 )  # fmt: skip
+from swift_rules.ordering import InOrder
 from swift_rules.redact import redact
 from swift_rules.registry import REGISTRY, StageRegistry
 from swift_rules.remote import is_remote
@@ -282,7 +283,7 @@ def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
     NanoAODSchema.warn_missing_crossrefs = False
     if skim:
         proc = SkimCollector(proc, list(files))
-    proc = ChunkGuard(proc, tree)
+    proc = InOrder(ChunkGuard(proc, tree), list(files))
     with dask_client(executor, workers) as client:
         if client is None:
             # No retries (as with Dask): a retry after a failed remote read meets a
@@ -298,6 +299,7 @@ def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
             ex, chunksize=chunksize, schema=_schema(stage_config, file_format), format=file_format
         )
         output = runner(fileset, proc, treename=tree)
+    output = InOrder.finish(output)
     return SkimCollector.finish(output) if skim else output
 
 

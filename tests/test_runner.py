@@ -73,6 +73,16 @@ def test_same_results_for_any_chunking_and_executor(tmp_path, tiny_dataset):
     assert_same_histograms(hists_of(ref), hists_of(dask), rel=1e-12)
 
 
+def test_same_chunking_same_bits_in_process_and_on_dask(tmp_path, tiny_dataset):
+    # Chunk outputs are added up in file and entry order on every executor.
+    files = tiny_dataset[SAMPLE]
+    alone, _ = run(tmp_path, files, "alone", settings={"chunksize": 1500})
+    dask, _ = run(tmp_path, files, "dask2", settings={"chunksize": 1500},
+                  executor={"type": "local"}, workers=2)  # fmt: skip
+    assert_same_histograms(hists_of(alone), hists_of(dask), rel=0.0)
+    assert (tmp_path / "alone.pkl").read_bytes() == (tmp_path / "dask2.pkl").read_bytes()
+
+
 def test_two_runs_with_the_same_settings_are_bit_identical(tmp_path, tiny_dataset):
     files = tiny_dataset[SAMPLE]
     a, _ = run(tmp_path, files, "a", settings={"chunksize": 1000})
