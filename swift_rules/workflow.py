@@ -75,6 +75,7 @@ class Plan:
         self.generated: dict[str, tuple[str, int, int]] = {}
         self.datasets: dict[str, Dataset] = self._datasets(data)
         self.files_per_group = data["files_per_group"]
+        self.extra_targets: list[str] = []
         self._check_stages()
 
     # -- inputs ---------------------------------------------------------------
@@ -404,10 +405,29 @@ class Plan:
             args.append("--log-y")
         return shlex.join(args)
 
+    def crate(self) -> str | None:
+        """The run's Workflow Run RO-Crate (config outputs.crate), or None."""
+        return f"{self.results}/ro-crate-metadata.json" if self.config["outputs"]["crate"] else None
+
+    def add_targets(self, targets) -> None:
+        """Outputs of an analysis' own rules, for the crate to record."""
+        self.extra_targets.extend(t for t in targets if t not in self.extra_targets)
+
+    def crate_inputs(self) -> list[str]:
+        """What the crate records: every other target of the workflow."""
+        return [t for t in self.targets() if t != self.crate()] + self.extra_targets
+
+    def crate_args(self, snakefile: str, engine: str) -> str:
+        return shlex.join([
+            "--results", self.results, "--workflow", os.path.relpath(snakefile),
+            "--engine", engine, "--config",
+            json.dumps(self.config, sort_keys=True, separators=(",", ":"), default=str),
+        ])  # fmt: skip
+
     def targets(self) -> list[str]:
         """Every generic output: each stage's merged result, and for exported stages their
-        histograms.root and plots; the generated fileset."""
-        out = []
+        histograms.root and plots; the generated fileset; the run's crate."""
+        out = [self.crate()] if self.crate() else []
         for stage in self.stages:
             out.append(self.merged(stage))
             if stage in self.exported_stages():

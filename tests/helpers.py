@@ -69,3 +69,85 @@ def coffea_sample(name: str):
     tmp.write_bytes(data)
     tmp.replace(target)
     return target
+
+
+def ro_crate_context(version: str) -> bytes:
+    """The RO-Crate JSON-LD context of ``version``, as ro-crate-py ships it: 1.3 in the
+    locked version, 1.1 in rocrate 0.9.0 (from PyPI, once, into .cache/)."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    import pytest
+    import rocrate
+
+    if version == "1.3":
+        return (Path(rocrate.__file__).parent / "data" / "ro-crate.jsonld").read_bytes()
+    cache = Path(__file__).resolve().parents[1] / ".cache" / "rocrate-0.9.0"
+    wheels = sorted(cache.glob("rocrate-0.9.0-*.whl"))
+    if not wheels:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "rocrate==0.9.0", "-d",
+             str(cache), "-q"], capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        wheels = sorted(cache.glob("rocrate-0.9.0-*.whl"))
+        if not wheels:
+            pytest.skip(f"cannot download rocrate 0.9.0 (its RO-Crate 1.1 context): {proc.stderr}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        return wheel.read("rocrate/data/ro-crate.jsonld")
+
+
+def validate_crate(crate_dir, cache_dir, profile="workflow-run-crate-0.5") -> list[str]:
+    """The REQUIRED issues roc-validator finds in a crate against ``profile``, offline:
+    the RO-Crate contexts it fetches (through requests and through rdflib's urllib) come
+    from ro-crate-py's copies; web data entities are not fetched."""
+    import email.message
+    import io
+    import urllib.request
+    import urllib.response
+    from pathlib import Path
+
+    import requests
+    from requests_cache import CachedSession
+    from rocrate_validator import models, services
+
+    contexts = {
+        f"https://w3id.org/ro/crate/{v}/context": ro_crate_context(v) for v in ("1.1", "1.3")
+    }
+    cache = Path(cache_dir) / "http_cache"
+    session = CachedSession(cache_name=str(cache), backend="sqlite", expire_after=-1)
+    for url, context in contexts.items():
+        import urllib3
+
+        response = requests.Response()
+        response.status_code, response._content, response.url = 200, context, url
+        response.headers["Content-Type"] = "application/ld+json"
+        response.request = requests.Request("GET", url).prepare()
+        response.raw = urllib3.HTTPResponse(body=io.BytesIO(context), status=200,
+                                            headers=response.headers, request_url=url)  # fmt: skip
+        session.cache.save_response(response)
+
+    def local(self, request):
+        if request.full_url not in contexts:
+            raise urllib.error.URLError(f"offline: {request.full_url}")
+        headers = email.message.Message()
+        headers["Content-Type"] = "application/ld+json"
+        body = io.BytesIO(contexts[request.full_url])
+        out = urllib.response.addinfourl(body, headers, request.full_url, 200)
+        out.msg = "OK"
+        return out
+
+    handlers = [type("Https", (urllib.request.HTTPSHandler,), {"https_open": local}),
+                type("Http", (urllib.request.HTTPHandler,), {"http_open": local})]  # fmt: skip
+    urllib.request.install_opener(urllib.request.build_opener(*handlers))
+    try:
+        settings = models.ValidationSettings(
+            rocrate_uri=Path(crate_dir).resolve(), profile_identifier=profile,
+            requirement_severity=models.Severity.REQUIRED, skip_availability_check=True,
+            offline=True, cache_path=cache,
+        )  # fmt: skip
+        result = services.validate(settings)
+    finally:
+        urllib.request.install_opener(urllib.request.build_opener())
+    return [f"{issue.check.identifier}: {issue.message}" for issue in result.get_issues()]

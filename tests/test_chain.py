@@ -186,7 +186,7 @@ def test_editing_the_histogram_stage_reruns_only_it_from_the_skims(analysis):
     jobs = planned_jobs(analysis)
     # Three datasets, one job each (files_per_group 2 over the skims).
     assert jobs == {"swift_process": 3, "swift_merge_sample": 3, "swift_merge": 1,
-                    "swift_export": 1, "swift_draw": 1, "all": 1}  # fmt: skip
+                    "swift_export": 1, "swift_draw": 1, "swift_crate": 1, "all": 1}  # fmt: skip
     snakemake(analysis)
 
 

@@ -12,8 +12,8 @@ import uproot
 import yaml
 from test_workflow import snakemake, write_workdir
 
-# What under results/ is not a result: how and when the jobs ran.
-NOT_RESULTS = ("logs/",)
+# What under results/ is not a result: how and when the jobs ran, and the run's crate.
+from swift_rules.crate import NOT_RESULTS
 
 
 def checksums(results: Path) -> dict[str, str]:

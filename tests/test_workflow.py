@@ -194,7 +194,7 @@ def test_editing_a_stage_reruns_exactly_its_jobs(two_stages):
     # figures; no ttbar job.
     assert jobs == {
         "swift_process": 9, "swift_merge_sample": 9, "swift_merge": 1, "swift_export": 1,
-        "swift_draw": 1, "toy": 1, "all": 1,
+        "swift_draw": 1, "swift_crate": 1, "toy": 1, "all": 1,
     }  # fmt: skip
     snakemake(workdir, "all", "toy")
 

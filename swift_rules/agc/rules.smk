@@ -29,6 +29,9 @@ if AGC["hepdata"]:
     AGC_TARGETS.append(f"{AGC_RESULTS}/hepdata")
 
 
+# The run's crate records these outputs too.
+SR.add_targets(AGC_TARGETS)
+
 rule agc_histograms:
     """Normalise (xsec x lumi / events processed) and write the AGC histograms.root."""
     input:

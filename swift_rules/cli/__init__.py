@@ -71,7 +71,7 @@ def _analysis_groups() -> dict[str, metadata.EntryPoint]:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; analysis groups are filled in only for ``command`` (all when None)."""
     from swift_rules import __version__
-    from swift_rules.cli import data, outputs, stages
+    from swift_rules.cli import data, outputs, runs, stages
 
     p = argparse.ArgumentParser(
         prog="swift-rules",
@@ -92,7 +92,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         return add
 
     add = adder(sub)
-    for group in (stages, data, outputs):
+    for group in (stages, data, outputs, runs):
         group.add_commands(add)
     from swift_rules.broker.cli import add_arguments, serve
 

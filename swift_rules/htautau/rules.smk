@@ -18,6 +18,9 @@ if HTT["plots"]:
     HTT_TARGETS.append(SR.results + "/plots")
 
 
+# The run's crate records these outputs too.
+SR.add_targets(HTT_TARGETS)
+
 rule htautau_qcd:
     """The QCD multijet estimate of plot.py from the stage's normalised histograms."""
     input:

@@ -1,6 +1,9 @@
 # swift-rules: what every exported stage's histograms become (config `outputs`,
 # stages.<name>.export). Included by stages.smk (uses SR). An analysis adds its own
-# steps (a data-driven estimate, a fit) as rules of its own beside these.
+# steps (a data-driven estimate, a fit) as rules of its own beside these, and tells the
+# crate of their outputs with SR.add_targets(...).
+
+import snakemake as swift_snakemake  # its version, for the crate
 
 
 rule swift_export:
@@ -52,3 +55,27 @@ rule swift_draw:
     shell:
         "swift-rules draw {input:q} --out {output:q} --workers {threads} {params.args} "
         "> {log:q} 2>&1"
+
+
+if SR.crate():
+
+    rule swift_crate:
+        """The run's provenance as a Workflow Run RO-Crate: the workflow and its config, the
+        stages that ran, the inputs and every output with its checksum."""
+        input:
+            lambda w: SR.crate_inputs(),
+        output:
+            SR.crate(),
+        log:
+            SR.results + "/logs/crate.log",
+        params:
+            args=lambda w: SR.crate_args(
+                getattr(workflow, "main_snakefile", None) or workflow.snakefile,
+                "snakemake " + getattr(swift_snakemake, "__version__", "unknown"),
+            ),
+        resources:
+            **swift_reana_resources("swift_crate"),
+        container:
+            SWIFT_CONTAINER
+        shell:
+            "swift-rules crate {params.args} > {log:q} 2>&1"
