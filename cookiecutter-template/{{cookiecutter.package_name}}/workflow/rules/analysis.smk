@@ -1,7 +1,8 @@
 # Step 5: the own steps of {{ cookiecutter.analysis_name }}, after swift-rules' generic ones
 # (a data-driven estimate, a fit, a table...). Each is a shell rule that runs a module
 # of this analysis' package on generic outputs (SR.histograms_root, SR.merged, ...):
-# shell rules run everywhere, REANA included. List their outputs in ANALYSIS_TARGETS.
+# shell rules run everywhere, REANA included. List their outputs in ANALYSIS_TARGETS: the
+# run's provenance crate then records them too.
 
 YIELDS = SR.config["analysis"]["yields"]
 
@@ -25,3 +26,4 @@ rule yields:
 
 
 ANALYSIS_TARGETS = [SR.results + "/{{ cookiecutter.namespace }}/yields.json"]
+SR.add_targets(ANALYSIS_TARGETS)
