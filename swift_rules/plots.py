@@ -148,8 +148,14 @@ def draw_all(histograms_root: str | os.PathLike, outdir: str | os.PathLike, *,
     outdir.mkdir(parents=True, exist_ok=True)
     names = selected(sorted(hists), include, exclude)
     jobs = [(n, hists[n], description, outdir, tuple(formats), log_y) for n in names]
+    return in_processes(draw, jobs, workers)
+
+
+def in_processes(draw_one, jobs: list[tuple], workers: int) -> list[Path]:
+    """``draw_one(*job)`` for every job (each returning the paths it wrote), in that many
+    forked processes: matplotlib draws on one core. The files are the same either way."""
     if workers <= 1 or len(jobs) < 2:
-        return [p for job in jobs for p in draw(*job)]
+        return [p for job in jobs for p in draw_one(*job)]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -158,8 +164,5 @@ def draw_all(histograms_root: str | os.PathLike, outdir: str | os.PathLike, *,
 
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-        return [p for paths in pool.map(_draw_job, jobs) for p in paths]
-
-
-def _draw_job(job):
-    return draw(*job)
+        futures = [pool.submit(draw_one, *job) for job in jobs]
+        return [p for future in futures for p in future.result()]

@@ -26,7 +26,7 @@ def cmd_plot(args) -> int:
     from swift_rules.htautau.plots import make_plots
 
     estimate, _ = read_export(args.histograms)
-    for path in make_plots(estimate, args.out, args.variables or None):
+    for path in make_plots(estimate, args.out, args.variables or None, workers=args.workers):
         print(path)
     return 0
 
@@ -56,3 +56,4 @@ def add_commands(add) -> None:
     sp.add_argument("histograms", help="the output of the qcd command")
     sp.add_argument("--out", required=True, help="output directory")
     sp.add_argument("--variables", nargs="*", help="only these variables (default: all 34)")
+    sp.add_argument("--workers", type=int, default=1, help="processes drawing figures")

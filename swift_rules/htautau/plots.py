@@ -166,13 +166,19 @@ def plot_variable(variable: str, groups: Mapping, outdir: str | os.PathLike) -> 
 
 
 def make_plots(
-    estimate: Mapping, outdir: str | os.PathLike, variables: Iterable[str] | None = None
+    estimate: Mapping,
+    outdir: str | os.PathLike,
+    variables: Iterable[str] | None = None,
+    workers: int = 1,
 ) -> list[Path]:
-    """Every variable's figure (``plot.py``'s order), from ``{variable: {group: Hist}}``."""
+    """Every variable's figure (``plot.py``'s order), from ``{variable: {group: Hist}}``,
+    drawn in ``workers`` processes."""
+    from swift_rules.plots import in_processes
+
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     names = [v for v in (variables or LABELS) if v in estimate]
     unknown = sorted(set(variables or []) - set(estimate))
     if unknown:
         raise KeyError(f"no histograms of {', '.join(unknown)} in the input")
-    return [path for v in names for path in plot_variable(v, estimate[v], outdir)]
+    return in_processes(plot_variable, [(v, estimate[v], outdir) for v in names], workers)

@@ -53,9 +53,11 @@ rule htautau_plots:
         ),
     log:
         SR.results + "/logs/plots.log",
+    # matplotlib draws on one core: the figures are drawn in parallel processes.
+    threads: 2
     resources:
         **swift_reana_resources("htautau_plots"),
     container:
         SWIFT_CONTAINER
     shell:
-        "swift-rules htautau plot {input:q} --out {output:q} > {log:q} 2>&1"
+        "swift-rules htautau plot {input:q} --out {output:q} --workers {threads} > {log:q} 2>&1"
