@@ -281,12 +281,23 @@ def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
         else:
             ex = processor.DaskExecutor(client=client, status=progress, retries=0)
             print(f"[swift-rules] Dask scheduler: {client.scheduler.address}", file=sys.stderr)
+            link = _dashboard_link(client)
+            if link:  # the notebook's progress display links to it (swift_rules.notebook)
+                print(f"[swift-rules] Dask dashboard: {link}", file=sys.stderr, flush=True)
         file_format = inputs.format
         runner = processor.Runner(
             ex, chunksize=chunksize, schema=_schema(stage_config, file_format), format=file_format
         )
         output = runner(fileset, proc, treename=tree)
     return SkimCollector.finish(output) if skim else output
+
+
+def _dashboard_link(client) -> str | None:
+    """The scheduler's dashboard (None where it has none: bokeh is not installed)."""
+    try:
+        return client.dashboard_link or None
+    except Exception:
+        return None
 
 
 def default_workers() -> int:
