@@ -508,20 +508,29 @@ class Workflow:
         return FitResults(json.loads(path.read_text()))
 
     def plots(self, pattern: str = "*", show: bool = True) -> list[Path]:
-        """The PNG plots under the results folder whose path (relative to it) or name
-        matches ``pattern``; shown inline in Jupyter when ``show``."""
+        """The PNG plots under the results folder whose path (relative to it) or name,
+        with or without ``.png``, matches ``pattern``; shown inline in Jupyter when
+        ``show``. A pattern that matches nothing is an error (it names the plots there)."""
         root = self.results
         found = sorted(
             p
             for p in root.rglob("*.png")
             if "logs" not in p.relative_to(root).parts
             and not any(part.startswith(".tmp-") for part in p.parts)
-            and (
-                fnmatch.fnmatch(str(p.relative_to(root)), pattern)
-                or fnmatch.fnmatch(p.name, pattern)
-                or fnmatch.fnmatch(p.stem, pattern)
+            and any(
+                fnmatch.fnmatch(name, pattern)
+                for rel in [p.relative_to(root)]
+                for name in (str(rel), str(rel.with_suffix("")), p.name, p.stem)
             )
         )
+        if not found:
+            names = sorted(str(p.relative_to(root)) for p in root.rglob("*.png"))
+            if not names:
+                self._need(root / "plots", "plots")
+            raise NotebookError(
+                f"no plot matches {pattern!r} under {root}; there are: {', '.join(names[:20])}"
+                + (" ..." if len(names) > 20 else "")
+            )
         if show:
             from swift_rules.notebook.display import show_images
 

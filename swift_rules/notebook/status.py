@@ -6,6 +6,8 @@ import html
 import time
 from dataclasses import dataclass, field
 
+# Table cells: compact, whatever the page's own table style (JupyterLab's pads them).
+TD = "style='padding:1px 16px 1px 0;text-align:left;border:none'"
 ENDED = ("finished", "failed", "stopped", "lost")
 COLOURS = {
     "starting": "#6c757d",
@@ -149,16 +151,15 @@ class Status:
         )
         if self.rules:
             out.append(
-                '<table style="border-collapse:collapse"><tr style="text-align:left">'
-                "<th style='padding-right:16px'>rule</th><th style='padding-right:16px'>done</th>"
-                "<th style='padding-right:16px'>running</th><th>failed</th></tr>"
+                '<table style="border-collapse:collapse;line-height:1.3">'
+                f"<tr style='text-align:left'><th {TD}>rule</th><th {TD}>done</th>"
+                f"<th {TD}>running</th><th {TD}>failed</th></tr>"
             )
             for r in self.rules:
                 failed = f'<span style="color:#dc3545">{r.failed}</span>' if r.failed else ""
                 out.append(
-                    f"<tr><td style='padding-right:16px'><code>{e(r.rule)}</code></td>"
-                    f"<td style='padding-right:16px'>{r.done}/{r.total}</td>"
-                    f"<td style='padding-right:16px'>{r.running or ''}</td><td>{failed}</td></tr>"
+                    f"<tr><td {TD}><code>{e(r.rule)}</code></td><td {TD}>{r.done}/{r.total}</td>"
+                    f"<td {TD}>{r.running or ''}</td><td {TD}>{failed}</td></tr>"
                 )
             out.append("</table>")
         if self.running:
