@@ -27,7 +27,7 @@ DOCKERFILE = REPO / "environment" / "Dockerfile.jupyter"
 # the authenticator from it (as the hub does for a user), and report what they hold and
 # every config option that no class recognised.
 PROBE = r"""
-import json, logging, sys, types
+import asyncio, json, logging, sys, types
 from traitlets.config import Application
 from jupyterhub.app import JupyterHub
 from jupyterhub.objects import Hub
@@ -46,8 +46,9 @@ spawner_class, authenticator_class = app.spawner_class, app.authenticator_class
 user = types.SimpleNamespace(name="alice", escaped_name="alice", id=1, state=None,
                              url="/user/alice/", orm_user=None, spawners={}, settings={},
                              server=None)
-kwargs = {"_mock": True} if spawner_class.__name__ == "KubeSpawner" else {}
-spawner = spawner_class(config=app.config, user=user, hub=Hub(), log=app.log, **kwargs)
+async def make():  # KubeSpawner makes its API client in the hub's event loop
+    return spawner_class(config=app.config, user=user, hub=Hub(), log=app.log)
+spawner = asyncio.run(make())
 authenticator = authenticator_class(config=app.config, log=app.log)
 out = {
     "spawner": spawner_class.__module__ + "." + spawner_class.__name__,
@@ -66,6 +67,16 @@ print("PROBE " + json.dumps(out, default=str))
 """
 
 
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: none, user: {token: none}}]
+contexts: [{name: none, context: {cluster: none, user: none, namespace: swift-rules}}]
+current-context: none
+"""
+
+
 @pytest.fixture(scope="module")
 def hub_python() -> str:
     try:
@@ -78,10 +89,14 @@ def hub_python() -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["kubernetes", "htcondor"])
 def test_jupyterhub_config_loads(hub_python, backend, tmp_path):
+    # KubeSpawner reads a kubeconfig when it is made (it contacts no cluster until it spawns).
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    env = {"SWIFT_RULES_BACKEND": backend, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "KUBECONFIG": str(kubeconfig)}  # fmt: skip
     proc = subprocess.run(
         [hub_python, "-c", PROBE, str(CONFIG)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env={"SWIFT_RULES_BACKEND": backend, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("PROBE "))

@@ -212,12 +212,12 @@ class Lab:
         item.click()
 
     def run_cell(self, index: int) -> None:
-        """Select cell ``index`` (as a click on its prompt does) and press Shift+Enter."""
+        """Click into cell ``index`` and press Shift+Enter."""
         from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.keys import Keys
 
         cell = self.cells()[index]
-        cell.find_element(self.By.CSS_SELECTOR, ".jp-InputPrompt").click()
+        cell.find_element(self.By.CSS_SELECTOR, ".jp-InputArea-editor").click()
         ActionChains(self.d).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
 
     def cells(self):
@@ -289,7 +289,9 @@ RESTART = [
     'settings = {"data": {"generated": {"preset": "tiny"}}}\n'
     'wf = sn.run("..", profile="profiles/local", config=settings, cores=2)\n'
     "wf.display()",
-    'wf = sn.attach("..")   # a new kernel: find the running workflow\nwf.display()',
+    "import swift_rules.notebook as sn   # a new kernel: find the running workflow\n"
+    'wf = sn.attach("..")\n'
+    "wf.display()",
     "wf.stop()",
 ]
 

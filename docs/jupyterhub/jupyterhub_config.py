@@ -93,8 +93,6 @@ if backend == "kubernetes":
     ]
     c.KubeSpawner.volume_mounts = [{"name": "work", "mountPath": "/home/jovyan/work"}]
     c.KubeSpawner.working_dir = "/home/jovyan/work"
-    # Time for Snakemake to cancel its job pods when the server pod is stopped.
-    c.KubeSpawner.extra_pod_config = {"terminationGracePeriodSeconds": 120}
 else:
     # -- HTCondor: a process per user on the access point -------------------------------------
     # The local process spawner starts each server as the user (the hub runs as root).

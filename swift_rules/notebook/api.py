@@ -196,10 +196,21 @@ def dashboard_link(url: str) -> str:
         return url
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
     prefix = prefix if prefix.endswith("/") else prefix + "/"
-    local = {"127.0.0.1", "localhost", "::1", "0.0.0.0", socket.gethostname(), socket.getfqdn()}
-    where = str(parts.port) if parts.hostname in local else f"{parts.hostname}:{parts.port}"
+    where = str(parts.port) if parts.hostname in _own_names() else f"{parts.hostname}:{parts.port}"
     query = f"?{parts.query}" if parts.query else ""
     return f"{prefix}proxy/{where}{parts.path or '/status'}{query}"
+
+
+def _own_names() -> set[str]:
+    """This machine's names and addresses (a scheduler here is proxied as localhost)."""
+    names = {"127.0.0.1", "localhost", "::1", "0.0.0.0", socket.gethostname(), socket.getfqdn()}
+    try:
+        import psutil  # a dependency of distributed
+
+        names.update(a.address for addrs in psutil.net_if_addrs().values() for a in addrs)
+    except (ImportError, OSError):
+        pass
+    return names
 
 
 def _merge(base: dict, extra: Mapping) -> dict:
