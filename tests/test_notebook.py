@@ -77,8 +77,10 @@ def test_snakemake_log_read_as_progress():
     assert state.steps == (1, 5)
     assert [(j.rule, j.jobid) for j in state.finished] == [("c", "3")]
     assert [(j.rule, j.wildcards) for j in state.running.values()] == [("c", "i=1")]
+    assert state.running["4"].outputs == ["c1.txt"]
     (failed,) = state.failed
     assert (failed.rule, failed.jobid, failed.logs) == ("a", "1", ["logs/a.log"])
+    assert failed.outputs == ["a.txt"]
     assert state.config_files == ["/w/.swift-rules/notebook/config.yaml", "config/config.yaml"]
     # Snakemake 7's "Finished job N." names the job only by its id.
     state7 = LogReader("/nonexistent").feed(LOG + "Finished job 4.\n2 of 5 steps (40%) done\n")

@@ -14,24 +14,28 @@ A workflow runs as a process of its own (Snakemake under a small supervisor, in 
 session): closing the browser, restarting the kernel or logging out does not stop it.
 """
 
-from swift_rules.notebook.api import (
-    FitResults,
-    Workflow,
-    WorkflowFailed,
-    attach,
-    dashboard_link,
-    run,
-)
-from swift_rules.notebook.state import NotebookError
-from swift_rules.notebook.status import Status
+# Imported on first use: the supervisor (python -m swift_rules.notebook.supervise) runs
+# this file too, and needs none of it.
+_API = {
+    "FitResults": "api",
+    "Workflow": "api",
+    "WorkflowFailed": "api",
+    "attach": "api",
+    "dashboard_link": "api",
+    "run": "api",
+    "NotebookError": "state",
+    "Status": "status",
+}
+__all__ = sorted(_API)
 
-__all__ = [
-    "FitResults",
-    "NotebookError",
-    "Status",
-    "Workflow",
-    "WorkflowFailed",
-    "attach",
-    "dashboard_link",
-    "run",
-]
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(f"swift_rules.notebook.{_API[name]}"), name)
+    raise AttributeError(f"module 'swift_rules.notebook' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_API])

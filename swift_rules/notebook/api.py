@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import glob
 import json
 import os
+import shutil
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -327,8 +331,10 @@ class Workflow:
                 s.message = next((x.strip() for x in lines if not x.endswith(":")), lines[0])
         elif s.state == "lost":
             s.message = (
-                "its process ended without a record (killed, or the machine restarted); see .log()"
+                "its process ended without a record (killed, or the machine restarted); "
+                "the end of its log follows"
             )
+            s.error = self.log(8)
         elif s.failures:
             s.message = f"{len(s.failures)} job(s) failed"
         return s
@@ -404,8 +410,12 @@ class Workflow:
                 return s
             time.sleep(0.5)
         if check and s.state in ("failed", "lost"):
-            detail = f": {s.message}" if s.failures or not s.error else ""
-            raise WorkflowFailed(f"the workflow {s.state}{detail}\n{_failure_text(s)}".rstrip())
+            if s.state == "lost":
+                head = f"the workflow is lost: {s.message}"
+            else:
+                detail = f": {s.message}" if s.failures or not s.error else ""
+                head = f"the workflow failed{detail}"
+            raise WorkflowFailed(f"{head}\n{_failure_text(s)}".rstrip())
         return s
 
     def stop(self, grace: float = 60.0) -> Status:
@@ -425,7 +435,39 @@ class Workflow:
                 break
             if st.wait_gone(self.record, self._folder, wait, self._popen):
                 break
+        if not self._alive():
+            ended = st.read_json(self._folder / "exit.json") or {}
+            if isinstance(ended.get("snakemake_pid"), int):
+                st.wait_warm_server(ended["snakemake_pid"], timeout=15.0)
+            self._remove_partial_writes()
         return self.status()
+
+    def _remove_partial_writes(self) -> None:
+        """Remove what the cancelled jobs were writing. swift-rules writes every output
+        beside it (``.tmp-NAME-*``) and renames it into place, so a cancelled job leaves
+        no output; a job killed outright (a warm-start job gets SIGTERM) can leave that
+        temporary entry. Only those of the jobs this run cancelled, and only our own."""
+        log = self._reader.update()
+        jobs = [*log.running.values(), *log.failed]
+        for job in jobs:
+            for output in job.outputs:
+                target = self.directory / output
+                try:
+                    entries = list(target.parent.glob(f".tmp-{glob.escape(target.name)}-*"))
+                except OSError:
+                    continue
+                for entry in entries:
+                    try:
+                        info = entry.lstat()
+                    except OSError:
+                        continue
+                    if info.st_uid != os.geteuid():
+                        continue
+                    if stat.S_ISDIR(info.st_mode):
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(OSError):
+                            entry.unlink()
 
     def log(self, lines: int = 40) -> str:
         """The last lines of Snakemake's output."""

@@ -38,6 +38,7 @@ class Job:
     jobid: str
     rule: str
     logs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
     wildcards: str = ""
     started: float | None = None
     ended: float | None = None
@@ -174,6 +175,7 @@ class LogReader:
                 known = self.state.jobs.get(job.jobid)
                 if known is not None:
                     job.logs = job.logs or known.logs
+                    job.outputs = known.outputs
                     job.wildcards = job.wildcards or known.wildcards
                     job.started = known.started
                 self.state.running.pop(job.jobid, None)
@@ -183,6 +185,8 @@ class LogReader:
             job.logs = [p.strip() for p in logs.split(", ") if p.strip()]
         elif key == "wildcards":
             job.wildcards = value.strip()
+        elif key == "output" and self._block == "job":
+            job.outputs = [p.strip() for p in value.split(", ") if p.strip()]
 
     def _finish(self, jobid: str, rule: str | None) -> None:
         job = self.state.running.pop(jobid, None) or self.state.jobs.get(jobid)

@@ -87,7 +87,7 @@ def read_json(path: Path) -> dict | None:
 
 def write_json(path: Path, record: dict) -> None:
     """Write a record atomically (a file of mode 0600 renamed into place)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -158,6 +158,27 @@ def wait_gone(record: dict, folder: Path, timeout: float, popen=None) -> bool:
         if popen is not None:
             popen.poll()
         if not is_our_run(record, folder):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def wait_warm_server(snakemake_pid: int, timeout: float) -> bool:
+    """Wait until the warm-start server of that Snakemake run (swift_rules.warmstart, in a
+    session of its own) has gone: it ends after its last job, once Snakemake has."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = False
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            cmd = _cmdline(int(proc.name))
+            if "swift_rules.warmstart" in cmd and str(snakemake_pid) in cmd[-3:]:
+                found = _uid(int(proc.name)) == os.geteuid()
+                if found:
+                    break
+        if not found:
             return True
         if time.monotonic() >= deadline:
             return False

@@ -12,13 +12,22 @@ only waits for it.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from swift_rules.notebook.state import write_json
+
+def write_json(path: Path, record: dict) -> None:
+    """As swift_rules.notebook.state.write_json (kept here: this process imports nothing)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(record, fh)
+    os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> int:
@@ -45,7 +54,8 @@ def main(argv: list[str]) -> int:
             break
         except InterruptedError:  # pragma: no cover - Python retries wait() itself
             continue
-    write_json(folder / "exit.json", {"returncode": returncode, "ended": time.time()})
+    record = {"returncode": returncode, "ended": time.time(), "snakemake_pid": proc.pid}
+    write_json(folder / "exit.json", record)
     return 0 if returncode == 0 else 1
 
 
