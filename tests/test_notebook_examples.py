@@ -170,7 +170,8 @@ class Lab:
         self.d, self.lab, self.By = driver, lab, By
 
     def open(self, path: str) -> None:
-        self.d.get(f"{self.lab['url']}/lab/tree/{path}")
+        # ?reset: a fresh workspace, not the tabs of the test before.
+        self.d.get(f"{self.lab['url']}/lab/tree/{path}?reset")
         self.until(lambda: self.kernel_status() == "Idle", 180, "the kernel did not start")
 
     def kernel_status(self) -> str | None:
@@ -220,21 +221,27 @@ class Lab:
         cell.find_element(self.By.CSS_SELECTOR, ".jp-InputArea-editor").click()
         ActionChains(self.d).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
 
+    def panel(self):
+        """The notebook in the tab shown."""
+        return self.d.find_element(
+            self.By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
+        )
+
     def cells(self):
-        return self.d.find_elements(self.By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
+        return self.panel().find_elements(self.By.CSS_SELECTOR, ".jp-Cell")
 
     def progress(self, cell: int | None = None) -> list[str]:
         """The states shown by the progress displays (of one cell, or all)."""
-        scope = self.cells()[cell] if cell is not None else self.d
+        scope = self.cells()[cell] if cell is not None else self.panel()
         found = scope.find_elements(self.By.CSS_SELECTOR, ".swift-rules-progress")
         return [e.get_attribute("data-state") for e in found]
 
     def busy_cells(self) -> int:
-        prompts = self.d.find_elements(self.By.CSS_SELECTOR, ".jp-Cell .jp-InputPrompt")
+        prompts = self.panel().find_elements(self.By.CSS_SELECTOR, ".jp-InputPrompt")
         return sum("*" in p.text for p in prompts)
 
     def errors(self) -> list[str]:
-        found = self.d.find_elements(
+        found = self.panel().find_elements(
             self.By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.error']"
         )
         return [e.text for e in found]
@@ -260,9 +267,9 @@ def test_agc_notebook_in_jupyterlab(lab, browser, root, tmp_path):
     ui.d.execute_script("arguments[0].scrollIntoView()", ui.cells()[3])
     ui.until(
         lambda: (
-            ui.d.find_element(ui.By.CSS_SELECTOR, ".swift-rules-progress").get_attribute(
-                "data-done"
-            )
+            ui.panel()
+            .find_element(ui.By.CSS_SELECTOR, ".swift-rules-progress")
+            .get_attribute("data-done")
             not in ("0", None)
         ),
         300,
@@ -277,10 +284,10 @@ def test_agc_notebook_in_jupyterlab(lab, browser, root, tmp_path):
     print(f"screenshot: {shot}")
     ui.d.set_window_size(1400, 1000)
     assert not ui.errors(), ui.errors()
-    images = ui.d.find_elements(ui.By.CSS_SELECTOR, ".jp-RenderedImage img")
+    images = ui.panel().find_elements(ui.By.CSS_SELECTOR, ".jp-RenderedImage img")
     assert len(images) >= 4, "plots not shown"  # postfit 4j1b, 4j2b, a hist plot, the figure
     assert all(img.get_attribute("naturalWidth") not in ("0", None) for img in images)
-    assert "ttbar_norm" in ui.d.find_element(ui.By.CSS_SELECTOR, ".swift-rules-fit").text
+    assert "ttbar_norm" in ui.panel().find_element(ui.By.CSS_SELECTOR, ".swift-rules-fit").text
     assert (agc / "results" / "fit" / "fit_results.json").exists()
 
 
@@ -329,12 +336,14 @@ def test_restart_kernel_attach_and_stop(lab, browser, root, tmp_path):
 
     ui.run_cell(1)
     ui.until(lambda: ui.progress(1) == ["running"], 60, "no display of the running workflow")
-    ui.until(lambda: ui.d.find_elements(ui.By.CSS_SELECTOR, ".jp-Cell")[1].find_element(
+    ui.until(lambda: ui.cells()[1].find_element(
         ui.By.CSS_SELECTOR, ".swift-rules-progress").get_attribute("data-done") != "0", 300,
         "no job finished after the restart")  # fmt: skip
     ui.shot(tmp_path / "notebook-attached.png")
     ui.run_cell(2)
     ui.until(lambda: ui.progress(1) == ["stopped"], 120, "the display did not show the stop")
+    ui.until(lambda: not ui.busy_cells(), 120, "stop() did not return")
+    assert ui.progress(2) == ["stopped"]  # what stop() returned: the status, shown
     assert not ui.errors(), ui.errors()
     ui.shot(tmp_path / "notebook-stopped.png")
     assert not state.is_our_run(record, work / ".swift-rules" / "notebook")
