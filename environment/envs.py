@@ -4,6 +4,7 @@
     python environment/envs.py snakemake7      # .venv-snakemake7/: Snakemake 7.32.4 + swift-rules
     python environment/envs.py diracx          # .venv-diracx/: a DiracX 0.7.0 test server
     python environment/envs.py root            # .venv-root/: ROOT 6.40 (the H->tautau reference)
+    python environment/envs.py jupyterhub      # .venv-jupyterhub/: JupyterHub 6.1 + spawners
 
 reana-client pins old dependencies (jsonschema<4, ...) that clash with the project's,
 and REANA 0.9's engine runs Snakemake 7.32.4, which the project's lock (Snakemake 9)
@@ -33,6 +34,7 @@ SNAKEMAKE7 = ENVIRONMENT / "requirements-snakemake7.txt"
 REANA_CLIENT = ENVIRONMENT / "requirements-reana-client.txt"
 DIRACX = ENVIRONMENT / "requirements-diracx.txt"
 ROOT_REQUIREMENTS = ENVIRONMENT / "requirements-root.txt"
+JUPYTERHUB = ENVIRONMENT / "requirements-jupyterhub.txt"
 PIP = "pip==26.3"
 
 # name -> (directory, files it is built from)
@@ -43,9 +45,16 @@ ENVS = {
     "diracx": (ROOT / ".venv-diracx", [DIRACX]),
     # ROOT from PyPI, for the independent RDataFrame reference of the H->tautau analysis.
     "root": (ROOT / ".venv-root", [ROOT_REQUIREMENTS]),
+    # A facility's hub, to load docs/jupyterhub/jupyterhub_config.py in (tests/test_jupyterhub.py).
+    "jupyterhub": (ROOT / ".venv-jupyterhub", [JUPYTERHUB]),
 }
 # Environments installed from their one requirements file alone.
-PLAIN = {"reana-client": REANA_CLIENT, "diracx": DIRACX, "root": ROOT_REQUIREMENTS}
+PLAIN = {
+    "reana-client": REANA_CLIENT,
+    "diracx": DIRACX,
+    "root": ROOT_REQUIREMENTS,
+    "jupyterhub": JUPYTERHUB,
+}
 STAMP = ".swift-rules-env"
 KEEP = {".gitignore", ".build.lock"}
 

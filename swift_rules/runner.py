@@ -294,6 +294,9 @@ def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
         else:
             ex = processor.DaskExecutor(client=client, status=progress, retries=0)
             log.info(f"Dask scheduler: {client.scheduler.address}")
+            link = _dashboard_link(client)
+            if link:  # the notebook's progress display links to it (swift_rules.notebook)
+                log.info(f"Dask dashboard: {link}")
         file_format = inputs.format
         runner = processor.Runner(
             ex, chunksize=chunksize, schema=_schema(stage_config, file_format), format=file_format
@@ -301,6 +304,14 @@ def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
         output = runner(fileset, proc, treename=tree)
     output = InOrder.finish(output)
     return SkimCollector.finish(output) if skim else output
+
+
+def _dashboard_link(client) -> str | None:
+    """The scheduler's dashboard (None where it has none: bokeh is not installed)."""
+    try:
+        return client.dashboard_link or None
+    except Exception:
+        return None
 
 
 def default_workers() -> int:
