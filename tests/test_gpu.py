@@ -128,8 +128,8 @@ def test_device_bin_index_is_boost_histograms():
 
 
 def test_cpu_path_never_imports_cupy_and_the_record_names_the_variant(tiny_dataset, tmp_path):
-    """A CPU run with both variants registered: CuPy is made unimportable, the record
-    says the CPU variant ran and why."""
+    """A CPU run with both variants registered: CuPy is made unimportable, the result
+    says the CPU variant ran, and the run record why."""
     if gpu_status()[0]:
         pytest.skip("a usable GPU is here: auto would pick the GPU variant")
     code = textwrap.dedent(
@@ -138,8 +138,11 @@ def test_cpu_path_never_imports_cupy_and_the_record_names_the_variant(tiny_datas
         sys.modules["cupy"] = None  # any import of CuPy fails
         from swift_rules.runner import run_stage
         _, meta = run_stage("agc::ttbar", "ttbar__nominal", [{tiny_dataset["ttbar__nominal"][0]!r}],
-                            {str(tmp_path / "cpu.pkl")!r}, progress=False)
-        print(meta["variant"], "|", meta["device_reason"], "|", sys.modules["cupy"] is None)
+                            {str(tmp_path / "cpu.pkl")!r}, progress=False,
+                            run_record={str(tmp_path / "cpu.run.json")!r})
+        import json
+        run = json.load(open({str(tmp_path / "cpu.run.json")!r}))
+        print(meta["variant"], "|", run["device_reason"], "|", sys.modules["cupy"] is None)
         """
     )
     env = {
