@@ -1,8 +1,55 @@
-"""Helpers shared by the tests (imported as ``helpers``; fixtures stay in conftest)."""
+"""Helpers shared by the tests (imported as ``helpers``; fixtures stay in conftest, the
+fakes of other machines and services in ``fakes/``). Test files import from here, never
+from conftest or from each other."""
 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+NANOAOD = SHARED / "data" / "nanoaod"
+
+# Small enough for CI, large enough that every region and sample is populated.
+TINY_EVENTS = {"ttbar__nominal": 4000, "wjets__nominal": 4000}
+TINY_DEFAULT_EVENTS = 1500
+
+
+def tiny_events(sample: str) -> int:
+    return TINY_EVENTS.get(sample, TINY_DEFAULT_EVENTS)
+
+
+def nanoaod_file(name: str) -> Path:
+    path = NANOAOD / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is only beside the developers' checkout)")
+    return path
+
+
+def run_cli(*args: str, cwd=None, check=True, env=None) -> subprocess.CompletedProcess:
+    """Run ``swift-rules ARGS`` the way the rules do, in a subprocess."""
+    cmd = [sys.executable, "-m", "swift_rules", *args]
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def snakemake_exe() -> str:
+    exe = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
+    if not Path(exe).exists():
+        pytest.skip("snakemake is not installed")
+    return exe
+
 
 # What a config needs to plan the AGC on generated data (the workflow's own config has
 # the same: config/config.yaml).
@@ -33,14 +80,9 @@ def coffea_sample(name: str):
     """A real NanoAOD test file from coffea's source distribution on PyPI (the locked
     version), downloaded once into .cache/coffea-samples/. Skips when PyPI is out of
     reach."""
-    import subprocess
-    import sys
     import tarfile
-    from pathlib import Path
 
-    import pytest
-
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     version = next(
         line.split("==")[1].strip()
         for line in (repo / "environment/requirements.lock").read_text().splitlines()

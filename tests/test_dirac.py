@@ -32,8 +32,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, snakemake_exe
-from helpers import agc_config
+from helpers import REPO, agc_config, snakemake_exe
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +56,8 @@ rule slow:
 @pytest.fixture(scope="module")
 def dirac(tmp_path_factory):
     """The server and the site (slots for 4 jobs at once)."""
-    import dirac_server
-    from dirac_site import Site
+    from fakes import dirac_server
+    from fakes.dirac_site import Site
 
     root = tmp_path_factory.mktemp("diracx")
     try:
@@ -179,7 +178,7 @@ def test_expired_and_refused_tokens_fail_before_any_submission(dirac, tmp_path):
 
 
 def test_unreachable_server_is_a_clear_error(dirac, tmp_path):
-    import dirac_server
+    from fakes import dirac_server
 
     url = f"http://127.0.0.1:{dirac_server.free_port()}"
     started = time.monotonic()
@@ -381,7 +380,7 @@ def dask_on_dirac(dirac) -> dict:
 
 
 def run_stage(path: Path, out: str, executor: dict, workers: int = 2):
-    from conftest import run_cli
+    from helpers import run_cli
 
     files = sorted(str(p) for p in (path / "data/generated/ttbar__nominal").glob("*.root"))
     return run_cli(

@@ -28,8 +28,7 @@ import numpy as np
 import pytest
 import uproot
 import yaml
-from conftest import REPO, snakemake_exe
-from helpers import agc_config
+from helpers import REPO, agc_config, snakemake_exe
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, snakemake_exe
-from helpers import agc_config
+from helpers import REPO, agc_config, snakemake_exe
 
 pytest.importorskip("dask_kubernetes")
 kubernetes = pytest.importorskip("kubernetes")

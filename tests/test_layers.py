@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "swift_rules"
 # An analysis is a subpackage with a registry.yaml (its stages, generator, fileset).

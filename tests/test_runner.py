@@ -10,7 +10,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from conftest import nanoaod_file, run_cli
+from helpers import nanoaod_file, run_cli
 
 from swift_rules.agc.normalise import EmptySampleError, normalised_histogram
 from swift_rules.results import load_result

@@ -37,7 +37,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import REPO, run_cli, snakemake_exe
+from helpers import REPO, run_cli, snakemake_exe
 from test_htcondor import CONFIG, assert_bitwise_equal, flat_output, histograms
 
 pytestmark = pytest.mark.slow

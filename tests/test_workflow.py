@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import uproot
 import yaml
-from conftest import REPO, snakemake_exe
-from helpers import agc_config
+from helpers import REPO, agc_config, snakemake_exe
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +159,7 @@ def test_noop_rerun_does_nothing(full_run):
 
 
 def test_changing_one_input_reruns_only_its_group(full_run, tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     workdir, _ = full_run
     target = workdir / "data/generated/wjets__nominal/wjets__nominal_0001.root"
@@ -308,7 +307,7 @@ def test_rules_imported_with_snakemake_module(tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     (workdir / "Snakefile").write_text(MODULE_SNAKEFILE)
     # Inputs come from the generator directly (the module workflow has no AGC rules).
-    from conftest import run_cli
+    from helpers import run_cli
 
     for sample in cfg["data"]["samples"]:
         out = workdir / f"data/generated/{sample}/{sample}_0000.root"
