@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from swift_rules.backends.broker_comm import BrokerBackend
 from swift_rules.broker import protocol
-from swift_rules.broker.comm import BrokerBackend
 
 PY = sys.executable
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -445,7 +445,7 @@ def test_refusals_are_logged_and_the_broker_survives(broker):
 def test_dask_sees_clear_errors(broker, token_file, tmp_path, monkeypatch):
     from distributed.comm import connect
 
-    from swift_rules.broker.comm import BrokerBackend
+    from swift_rules.backends.broker_comm import BrokerBackend
 
     address = f"broker://127.0.0.1:{broker.port}/nobody"
     monkeypatch.setenv(protocol.TOKEN_FILE_ENV, str(token_file))
@@ -548,7 +548,7 @@ def test_a_run_token_opens_its_run_only_until_it_expires(broker, token_file, mon
     """What a DIRAC sandbox carries: a run token. It registers and reaches the endpoints
     of its run only, and is refused once expired; a forged one is refused. Dask's comm
     uses it as it is: the ids it makes up are the run's."""
-    from swift_rules.broker.comm import BrokerListener
+    from swift_rules.backends.broker_comm import BrokerListener
 
     port, key = broker.port, TOKEN.encode()
     run = protocol.credential(protocol.run_token(key, "run-1", 600).encode())
@@ -643,7 +643,7 @@ def test_batch_backends_start_dask_through_the_broker(broker, token_file, monkey
     from dask_jobqueue import HTCondorCluster
 
     from swift_rules.backends import htcondor, kubernetes
-    from swift_rules.broker import export_token
+    from swift_rules.backends.broker import export_token
 
     via = f"127.0.0.1:{broker.port}"
     cfg = {"broker": {"address": via, "token_file": str(token_file)}}

@@ -510,12 +510,13 @@ def test_jdl_round_trip():
 
 
 def test_dirac_executor_settings_errors_are_clear(tmp_path):
+    from swift_rules.backends import ClusterError, dask_client
     from swift_rules.backends import dirac as backend
-    from swift_rules.clusters import ClusterError, dask_client
+    from swift_rules.backends.base import schema_settings
     from swift_rules.dirac.transport import DiracAuthError, DiracXTransport
 
-    with pytest.raises(ClusterError, match=r"executor.dirac: unknown key\(s\) \['site'\]"):
-        backend.settings({"dirac": {"site": "LCG.RAL.uk"}})
+    with pytest.raises(ClusterError, match=r"executor.dirac: Additional properties.*'site'"):
+        schema_settings({"dirac": {"site": "LCG.RAL.uk"}}, "dirac")
     missing = tmp_path / "none.json"
     with (
         pytest.raises(ClusterError, match=f"no DiracX credentials file at {missing}"),

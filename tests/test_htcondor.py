@@ -348,7 +348,7 @@ def test_pool_that_never_gives_workers_fails_after_worker_timeout(local_run):
 
 
 def test_htcondor_executor_without_condor_submit_is_a_clear_error(monkeypatch):
-    from swift_rules.clusters import ClusterError, dask_client
+    from swift_rules.backends import ClusterError, dask_client
 
     monkeypatch.setenv("PATH", "/nonexistent")
     with (
@@ -356,16 +356,6 @@ def test_htcondor_executor_without_condor_submit_is_a_clear_error(monkeypatch):
         dask_client({"type": "htcondor"}, 2),
     ):
         pass
-
-
-def test_bad_adaptive_limits_are_a_clear_error():
-    from swift_rules.backends import adaptive_limits
-    from swift_rules.clusters import ClusterError
-
-    with pytest.raises(ClusterError, match="minimum_workers"):
-        adaptive_limits({"minimum_workers": 3, "maximum_workers": 2}, 1)
-    assert adaptive_limits({}, 4) == (1, 4, 300.0)
-    assert adaptive_limits({"worker_timeout": 5, "maximum_workers": 8}, 1) == (1, 8, 5.0)
 
 
 def test_unknown_profile_is_a_clear_error(tmp_path):

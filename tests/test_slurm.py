@@ -551,20 +551,6 @@ def test_stage_resources_reach_the_slurm_plugin_under_the_names_it_reads():
     assert "gpu" not in call and " --ntasks=1" in call, call
 
 
-def test_slurm_settings_defaults_are_the_schema_defaults():
-    from swift_rules.backends.slurm import settings
-    from swift_rules.clusters import ClusterError
-    from swift_rules.config import schema
-
-    section = schema()["properties"]["executor"]["properties"]["slurm"]["properties"]
-    assert settings({}) == {key: prop["default"] for key, prop in section.items()}
-    assert settings({"slurm": {"partition": "gpu", "cores": 4}})["cores"] == 4
-    with pytest.raises(ClusterError, match="executor.slurm: Additional properties.*'queue'"):
-        settings({"slurm": {"queue": "gpu"}})
-    with pytest.raises(ClusterError, match=r"executor.slurm.cores: 'four' is not of type"):
-        settings({"slurm": {"cores": "four"}})
-
-
 def test_slurm_job_script_asks_for_what_the_config_says():
     """The worker job script dask-jobqueue writes (no job is submitted)."""
     pytest.importorskip("dask_jobqueue")
@@ -617,7 +603,7 @@ def test_pending_reasons_and_ended_jobs_are_diagnosed_in_one_line():
 
 
 def test_slurm_executor_without_sbatch_is_a_clear_error(monkeypatch):
-    from swift_rules.clusters import ClusterError, dask_client
+    from swift_rules.backends import ClusterError, dask_client
 
     monkeypatch.setenv("PATH", "/nonexistent")
     with (
