@@ -579,3 +579,113 @@ def test_profile_with_an_unknown_transport_is_a_clear_error(tmp_path):
     )  # fmt: skip
     assert proc.returncode != 0
     assert "--dirac-transport: 'grpc' is not diracx or classic" in proc.stdout + proc.stderr
+
+
+# --- the executor plugin's own logic, without a server -----------------------------------
+
+
+def plugin_settings(**given):
+    from snakemake_executor_plugin_dirac import ExecutorSettings
+
+    return ExecutorSettings(**given)
+
+
+def test_the_job_script_runs_the_rule_with_the_workers_python_and_packs_the_outputs(tmp_path):
+    from snakemake_executor_plugin_dirac.job_script import job_script
+
+    (tmp_path / "config").mkdir()
+    config = tmp_path / "config" / "config.yaml"
+    cmd = (f"python -m snakemake --snakefile '{tmp_path}/workflow/Snakefile' "
+           f"--configfiles {config} --target-jobs 'swift_process:sample=a'")  # fmt: skip
+    script = job_script(cmd, rule="swift_process", jobid=7, python="/cvmfs/py/bin/python",
+                        outputs=["results/a.pkl", "logs/a it's.log"], workdir=tmp_path,
+                        configfiles=[config])  # fmt: skip
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash" and "rule swift_process, Snakemake job 7" in lines[1]
+    assert lines[2] == 'PYTHON="${SWIFT_DIRAC_PYTHON:-/cvmfs/py/bin/python}"'
+    # The sandbox's copies, by their names under the working directory.
+    assert lines[3] == (
+        '"$PYTHON" -m snakemake --snakefile workflow/Snakefile '
+        "--configfiles config/config.yaml --target-jobs 'swift_process:sample=a'"
+    )
+    assert "for f in results/a.pkl 'logs/a it'\"'\"'s.log'; do" in script
+    assert script.endswith("tar -cf swift-outputs.tar -T swift-outputs.txt\nexit $rc\n")
+    # A Snakefile outside the working directory: the same path on the worker.
+    elsewhere = job_script("python -m snakemake --snakefile /opt/sw/Snakefile", rule="r",
+                           jobid=1, python="python3", outputs=[], workdir=tmp_path)  # fmt: skip
+    assert "--snakefile /opt/sw/Snakefile" in elsewhere
+
+
+def test_the_sandbox_holds_what_lies_under_the_working_directory(tmp_path):
+    from snakemake_executor_plugin_dirac.job_script import JOB_SCRIPT, relative, sandbox
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.root").write_bytes(b"x")
+    (tmp_path / "config.yaml").write_text("a: 1\n")
+    script = tmp_path / ".snakemake" / "job.sh"
+    files, outside = sandbox(
+        tmp_path, script, [tmp_path / "config.yaml", "missing.smk"],
+        ["data/in.root", "/cvmfs/data/other.root"],
+    )  # fmt: skip
+    assert files == {JOB_SCRIPT: script, "config.yaml": tmp_path / "config.yaml",
+                     "data/in.root": tmp_path / "data" / "in.root"}  # fmt: skip
+    assert outside == ["/cvmfs/data/other.root"]
+    assert relative("/elsewhere/x", tmp_path) is None
+    assert relative(tmp_path / "a" / ".." / "b", tmp_path) == "b"
+
+
+def test_a_jobs_jdl_carries_its_cpu_time_cores_and_gpu_tag():
+    from snakemake_executor_plugin_dirac.job_script import fields
+
+    s = plugin_settings(sites="LCG.RAL.uk, LCG.CERN.cern", tags="8Processors", group="g")
+    jdl = fields("swift_process-3", {"runtime": 7, "gpu": 1}, 2, s)
+    assert jdl["CPUTime"] == 7 * 60 * 2 and jdl["NumberOfProcessors"] == 2
+    assert jdl["Tags"] == ["8Processors", "GPU"] and jdl["Site"] == ["LCG.RAL.uk", "LCG.CERN.cern"]
+    assert jdl["OutputSandbox"] == ["std.out", "std.err", "swift-outputs.tar"]
+    plain = fields("merge-4", {}, 1, plugin_settings(cpu_time=600))
+    assert plain["CPUTime"] == 600 and not plain.get("Tags") and not plain.get("NumberOfProcessors")
+
+
+def test_which_states_end_a_job():
+    from snakemake_executor_plugin_dirac.states import NOT_STARTED, outcome
+
+    assert [outcome(s) for s in ("Done", "Completed", "Failed", "Killed", "Deleted")] == [
+        "success", "success", "failure", "failure", "failure"]  # fmt: skip
+    assert {outcome(s) for s in (*NOT_STARTED, "Running", "Stalled", "Completing")} == {None}
+
+
+def test_a_job_is_given_up_when_it_never_starts_or_stays_stalled():
+    from snakemake_executor_plugin_dirac.states import Clock, overdue
+
+    clock = Clock(submitted=100.0)
+    assert overdue("Waiting", clock, 159.0, start_timeout=60, stalled_timeout=30) is None
+    assert overdue("Waiting", clock, 160.0, 60, 30) == (
+        "did not start within 60 s (--dirac-start-timeout)")  # fmt: skip
+    # Rescheduled: queued again, so the start clock restarts.
+    assert overdue("Rescheduled", clock, 170.0, 60, 30) is None and clock.submitted == 170.0
+    assert overdue("Matched", clock, 229.0, 60, 30) is None
+    # A running job is never late; a stalled one for stalled_timeout seconds in a row.
+    assert overdue("Running", clock, 10_000.0, 60, 30) is None
+    assert overdue("Stalled", clock, 10_000.0, 60, 30) is None and clock.stalled == 10_000.0
+    assert overdue("Stalled", clock, 10_029.0, 60, 30) is None
+    assert overdue("Running", clock, 10_030.0, 60, 30) is None and clock.stalled is None
+    assert overdue("Stalled", clock, 10_040.0, 60, 30) is None
+    assert overdue("Stalled", clock, 10_070.0, 60, 30) == (
+        "stayed Stalled for 30 s (--dirac-stalled-timeout)")  # fmt: skip
+
+
+def test_the_transport_is_chosen_by_name(tmp_path, monkeypatch):
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    from snakemake_executor_plugin_dirac.transport import make_transport
+    from swift_rules.dirac.transport import ClassicTransport, DiracXTransport
+
+    monkeypatch.delenv("DIRACX_URL", raising=False)
+    assert isinstance(make_transport(plugin_settings(transport="classic"), tmp_path),
+                      ClassicTransport)  # fmt: skip
+    assert isinstance(make_transport(plugin_settings(url="http://127.0.0.1:9"), tmp_path),
+                      DiracXTransport)  # fmt: skip
+    with pytest.raises(WorkflowError, match="no server URL: set --dirac-url or DIRACX_URL"):
+        make_transport(plugin_settings(), tmp_path)
+    with pytest.raises(WorkflowError, match="'grpc' is not diracx or classic"):
+        make_transport(plugin_settings(transport="grpc"), tmp_path)
