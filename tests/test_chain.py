@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import uproot
 import yaml
-from test_workflow import planned_jobs, snakemake
+from helpers import planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 

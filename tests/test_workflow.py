@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import uproot
 import yaml
-from helpers import REPO, agc_config, snakemake_exe
+from helpers import REPO, agc_config, planned_jobs, snakemake, snakemake_exe
 
 pytestmark = pytest.mark.slow
 
@@ -74,44 +73,6 @@ def write_workdir(
             )
         )
     return path
-
-
-def snakemake(
-    workdir: Path, *args: str, check=True, env=None, snakefile=None, **kwargs
-) -> subprocess.CompletedProcess:
-    if snakefile is None:
-        snakefile = workdir / "Snakefile"
-    if not snakefile.exists():
-        snakefile = REPO / "workflow" / "Snakefile"
-    cmd = [
-        snakemake_exe(), "--profile", str(REPO / "profiles" / "local"), "--snakefile",
-        str(snakefile), "--directory", str(workdir), "--cores", "2", *args,
-    ]  # fmt: skip
-    env = dict(os.environ if env is None else env)
-    env["PYTHONPATH"] = f"{workdir}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
-
-
-def planned_jobs(workdir: Path, *targets: str, snakefile=None) -> dict[str, int]:
-    """Rule -> number of jobs a dry run would run (empty: nothing to do)."""
-    proc = snakemake(workdir, "--dry-run", *targets, snakefile=snakefile)
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1]
-    jobs = {}
-    for line in table.splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
-        if m and m.group(1) != "total":
-            jobs[m.group(1)] = int(m.group(2))
-        elif jobs and line.strip().startswith("total"):
-            break
-    return jobs
 
 
 def histogram_values(path: Path) -> dict[str, np.ndarray]:
