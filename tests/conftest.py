@@ -1,13 +1,21 @@
-"""Shared fixtures: a small generated AGC dataset; the fakes of other users and hosts
-(tests/fakes/) as plugins. Helpers that tests import are in helpers.py."""
+"""Shared fixtures: a small generated AGC dataset; as plugins, the fakes of other users
+and hosts (tests/fakes/) and the batch systems (tests/batch/). Helpers that tests import
+are in helpers.py."""
 
 from __future__ import annotations
 
 import pytest
 from helpers import tiny_events
 
-# Throwaway local users and another host (a network namespace), for the attack tests.
-pytest_plugins = ["fakes.users", "fakes.netns"]
+pytest_plugins = [
+    # Throwaway local users and another host (a network namespace), for the attack tests.
+    "fakes.users",
+    "fakes.netns",
+    # The batch systems of the backend tests, and their profile runs (tests/batch/).
+    "batch.htcondor",
+    "batch.slurm",
+    "batch.dirac",
+]
 
 
 @pytest.fixture(scope="session")

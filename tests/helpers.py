@@ -4,6 +4,7 @@ from conftest or from each other."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
@@ -33,6 +34,14 @@ def nanoaod_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (../shared is only beside the developers' checkout)")
     return path
+
+
+def unavailable(message: str):
+    """What a test needs is not here (a batch system, a server): it skips on a
+    developer's machine, and fails in CI, which provides everything (.ci/run)."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 def run_cli(*args: str, cwd=None, check=True, env=None) -> subprocess.CompletedProcess:
@@ -76,6 +85,21 @@ def merge(base: dict, extra: dict) -> dict:
 def agc_config(**sections) -> dict:
     """A config for the AGC on generated data, with ``sections`` merged in."""
     return merge(AGC_BASE, sections)
+
+
+# The reference workflow (tiny preset, one file a sample and a group) that the batch
+# backends' profile runs and their local reference runs share (tests/batch/).
+PROFILE_CONFIG = agc_config(
+    results="results",
+    data={
+        "generated": {"preset": "tiny", "events_per_file": 500, "files_per_sample": 1},
+        "files_per_group": 1,
+    },
+    stages={"agc::ttbar": {"chunksize": 200, "mem_mb": 1500, "runtime": 7,
+                           "options": {"btag_threshold": 0.5}}},
+    outputs={"plots": {"enabled": False}},
+    analysis={"fit": False, "hepdata": False},
+)  # fmt: skip
 
 
 def coffea_sample(name: str):
@@ -154,6 +178,43 @@ def planned_jobs(workdir: Path, *targets: str, snakefile=None) -> dict[str, int]
         elif jobs and line.strip().startswith("total"):
             break
     return jobs
+
+
+def stage_args(path: Path, out: str, executor: dict, workers: int = 2) -> list[str]:
+    """``swift-rules`` arguments that run agc::ttbar over ``path``'s generated ttbar files
+    on ``executor`` (the backend tests' stage on Dask workers), writing ``out``."""
+    import json
+
+    files = sorted(str(p) for p in (path / "data/generated/ttbar__nominal").glob("*.root"))
+    return [
+        "run", "agc::ttbar", "--sample", "ttbar__nominal", "--files", *files, "--out", out,
+        "--workers", str(workers), "--no-progress",
+        "--settings", json.dumps({"chunksize": 100, "options": {"btag_threshold": 0.5}}),
+        "--executor", json.dumps(executor),
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def broker_serving(token: Path, log: Path):
+    """``swift-rules broker serve`` on 127.0.0.1 with ``token``, logging to ``log``: its
+    address, HOST:PORT; stopped afterwards."""
+    import time
+
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "swift_rules.cli", "broker", "serve", "--host", "127.0.0.1",
+         "--port", "0", "--token-file", str(token)],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline, match = time.monotonic() + 30, None
+        while not match:
+            assert time.monotonic() < deadline and broker.poll() is None, log.read_text()
+            match = re.search(r"broker listening on \S+:(\d+)", log.read_text())
+            time.sleep(0.2)
+        yield f"127.0.0.1:{match.group(1)}"
+    finally:
+        broker.terminate()
+        broker.wait(15)
 
 
 # --- comparing results --------------------------------------------------------------------

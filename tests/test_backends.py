@@ -131,6 +131,16 @@ def test_no_worker_in_time_fails_naming_why_and_closes_the_cluster():
     assert routes == HTTP_HEALTH_ONLY["distributed.scheduler.http.routes"]
 
 
+@pytest.mark.parametrize("kind, command", [("htcondor", "condor_submit"), ("slurm", "sbatch")])
+def test_without_the_submit_command_the_error_says_where_to_run(kind, command, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with (
+        pytest.raises(ClusterError, match=f"{command}, which is not on PATH here: run the stage"),
+        dask_client({"type": kind}, 2),
+    ):
+        pass
+
+
 def test_a_missing_package_is_a_clear_error_naming_the_extra():
     class Missing(BatchBackend):
         kind, cluster_class = "htcondor", "no_such_module_here:Cluster"

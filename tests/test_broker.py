@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.netns import Namespace, brought_up
 
 from swift_rules.backends.broker_comm import BrokerBackend
 from swift_rules.broker import protocol
@@ -181,32 +182,16 @@ def worker_to_worker(client, timeout: float, n: int = 2_000_000):
 
 
 # -- network namespace with a firewall ---------------------------------------------------
-class Netns:
+class Firewalled(Namespace):
     """A namespace 'behind a firewall': a veth pair to this namespace; its nftables
     input chain drops every new inbound connection (replies to its own are accepted)."""
 
     def __init__(self):
-        tag = os.getpid() % 100_000
-        self.name = f"swbrk{tag}"
-        self.veth = (f"sbk{tag}a", f"sbk{tag}b")
-        octet = 1 + tag % 250
-        self.host_ip, self.ns_ip = f"10.231.{octet}.1", f"10.231.{octet}.2"
-        self.prefix = ("ip", "netns", "exec", self.name)
+        super().__init__(os.getpid() % 100_000, name="swbrk", veth="sbk", subnet=231)
 
     def sh(self, *cmd, ns=False):
         full = [*(self.prefix if ns else ()), *cmd]
         subprocess.run(full, check=True, capture_output=True, text=True)
-
-    def up(self):
-        a, b = self.veth
-        self.sh("ip", "netns", "add", self.name)
-        self.sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-        self.sh("ip", "link", "set", b, "netns", self.name)
-        self.sh("ip", "addr", "add", f"{self.host_ip}/24", "dev", a)
-        self.sh("ip", "link", "set", a, "up")
-        self.sh("ip", "addr", "add", f"{self.ns_ip}/24", "dev", b, ns=True)
-        self.sh("ip", "link", "set", b, "up", ns=True)
-        self.sh("ip", "link", "set", "lo", "up", ns=True)
 
     def firewall(self, on: bool):
         if on:
@@ -220,23 +205,10 @@ class Netns:
         else:
             self.sh("nft", "delete", "table", "inet", "swbrk", ns=True)
 
-    def down(self):
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.veth[0]], capture_output=True)
-
 
 @pytest.fixture(scope="module")
 def netns():
-    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
-    if os.geteuid() != 0 or missing:
-        pytest.skip(f"network namespaces need root and ip, nft (missing: {missing or 'root'})")
-    ns = Netns()
-    ns.down()
-    try:
-        ns.up()
-    except subprocess.CalledProcessError as err:
-        ns.down()
-        pytest.skip(f"cannot create a network namespace here: {err.stderr.strip()}")
+    ns = brought_up(Firewalled(), needs=("ip", "nft"))
     yield ns
     ns.down()
 
