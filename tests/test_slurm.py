@@ -210,6 +210,7 @@ def test_stage_on_slurm_workers_through_the_broker(
     """Workers that could not be reached: scheduler and workers meet at the broker."""
     token = tmp_path / "broker.token"
     token.write_text("swift-rules-slurm-test-token-0123456789\n")
+    token.chmod(0o600)  # (the broker refuses a token that others may read)
     with broker_serving(token, tmp_path / "broker.log") as address:
         executor = json.loads(json.dumps(DASK_ON_SLURM))
         del executor["slurm"]["scheduler_options"], executor["slurm"]["worker_extra_args"]
