@@ -20,14 +20,17 @@ jobs (the pilot stopped answering) may recover: we keep waiting up to
 ``--dirac-stalled-timeout`` seconds, then kill and fail them. A job that has not
 started ``--dirac-start-timeout`` seconds after submission is killed and fails with a
 message naming the timeout. All active jobs are polled in one request per status check.
+
+This module holds what Snakemake's plugin interface looks for (``ExecutorSettings``,
+``common_settings``, ``Executor``); the rest is modules of its own, as
+snakemake-executor-plugin-slurm's are: ``job_script`` (a job's script, sandbox and JDL),
+``states`` (which states end a job, and the time-out rules), ``transport`` (DiracX or the
+classic commands).
 """
 
 # ruff: noqa: UP045
 # No `from __future__ import annotations`: Snakemake turns the settings' type hints
 # into argparse types, so they must be real types.
-import os
-import re
-import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -39,21 +42,10 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
-from swift_rules.dirac.jdl import job_fields
+from snakemake_executor_plugin_dirac import job_script, states
+from snakemake_executor_plugin_dirac.transport import make_transport
 from swift_rules.dirac.outputs import take_outputs
-from swift_rules.dirac.transport import (
-    ClassicTransport,
-    DiracAuthError,
-    DiracError,
-    DiracUnreachable,
-    DiracXTransport,
-)
-
-OUTPUTS_TAR = "swift-outputs.tar"
-JOB_SCRIPT = "swift-job.sh"
-NOT_STARTED = {"Received", "Checking", "Staging", "Waiting", "Matched", "Rescheduled"}
-SUCCESS = {"Done", "Completed"}
-FAILURE = {"Failed", "Killed", "Deleted"}
+from swift_rules.dirac.transport import DiracAuthError, DiracError, DiracUnreachable
 
 
 def _help(text: str, **more) -> dict:
@@ -135,10 +127,6 @@ common_settings = CommonSettings(
 )
 
 
-def _list(text: Optional[str]) -> list[str]:
-    return [s.strip() for s in (text or "").split(",") if s.strip()]
-
-
 class Executor(RemoteExecutor):
     def __post_init__(self):
         s = self.workflow.executor_settings
@@ -146,7 +134,7 @@ class Executor(RemoteExecutor):
         self.workdir = Path.cwd()
         self.jobdir = Path(s.jobdir)
         self.jobdir.mkdir(parents=True, exist_ok=True)
-        self.transport = self._transport(s)
+        self.transport = make_transport(s, self.jobdir)
         self._unreachable_since: float | None = None
         try:
             who = self.transport.check()
@@ -156,106 +144,39 @@ class Executor(RemoteExecutor):
             raise WorkflowError(f"DIRAC executor: --dirac-vo is {s.vo}, but the token is {who}")
         self.logger.info(f"DIRAC executor: submitting as {who}")
 
-    def _transport(self, s):
-        if s.transport == "classic":
-            return ClassicTransport(self.jobdir / "classic")
-        if s.transport != "diracx":
-            raise WorkflowError(f"--dirac-transport: {s.transport!r} is not diracx or classic")
-        url = s.url or os.environ.get("DIRACX_URL")
-        if not url:
-            raise WorkflowError("DIRAC executor: no server URL: set --dirac-url or DIRACX_URL")
-        credentials = (
-            s.credentials
-            or os.environ.get("DIRACX_CREDENTIALS_PATH")
-            or "~/.cache/diracx/credentials.json"
-        )
-        return DiracXTransport(url, credentials)
-
     # --- submission -------------------------------------------------------------------
 
     def get_python_executable(self):
         return "python"
 
-    def _local(self, path) -> Optional[str]:
-        """``path`` relative to the working directory (None: outside it)."""
-        p = Path(str(path))
-        p = p if p.is_absolute() else self.workdir / p
-        try:
-            return str(p.resolve().relative_to(self.workdir.resolve()))
-        except ValueError:
-            return None
-
-    def _sandbox(self, job, script: Path) -> dict[str, Path]:
-        files = {JOB_SCRIPT: script}
-        sources = [*self.workflow.configfiles, *[str(f) for f in self.workflow.included]]
-        for path in [*sources, *job.input]:
-            name = self._local(path)
-            if name is not None and (self.workdir / name).exists():
-                files[name] = self.workdir / name
-            elif name is None and path in job.input:
-                self.logger.warning(f"DIRAC job input {path} is outside the working directory: "
-                                    "it must exist at that path on the worker")  # fmt: skip
-        return files
-
-    def _script(self, job, outputs: list[str]) -> str:
-        cmd = self.format_job_exec(job)
-        cmd = cmd.replace("python -m snakemake", '"$PYTHON" -m snakemake', 1)
-        for path in self.workflow.configfiles:  # absolute paths -> the sandbox's copies
-            name = self._local(path)
-            if name:
-                cmd = cmd.replace(str(Path(path).absolute()), name)
-        # The Snakefile: the sandbox's copy if it is under the working directory, else
-        # the same absolute path on the worker (e.g. installed software).
-        match = re.search(r"--snakefile '?([^' ]+)'?", cmd)
-        if match:
-            snakefile = Path(match.group(1))
-            snakefile = snakefile if snakefile.is_absolute() else self.workdir / snakefile
-            local = self._local(snakefile) or str(snakefile.resolve())
-            cmd = cmd.replace(match.group(0), f"--snakefile {shlex.quote(local)}", 1)
-        listed = " ".join(shlex.quote(o) for o in outputs)
-        return "\n".join([
-            "#!/bin/bash",
-            f"# swift-rules DIRAC job: rule {job.name}, Snakemake job {job.jobid}",
-            f'PYTHON="${{SWIFT_DIRAC_PYTHON:-{self.settings.python}}}"',
-            cmd,
-            "rc=$?",
-            "# The outputs (all of them when it worked) and logs come back in one tar file.",
-            f"for f in {listed}; do [ -e \"$f\" ] && echo \"$f\"; done > swift-outputs.txt",
-            f"tar -cf {OUTPUTS_TAR} -T swift-outputs.txt",
-            "exit $rc",
-            "",
-        ])  # fmt: skip
-
-    def _fields(self, job) -> dict:
-        s = self.settings
-        tags = _list(s.tags)
-        if int(job.resources.get("gpu", 0) or 0) > 0 and s.gpu_tag not in tags:
-            tags.append(s.gpu_tag)
-        runtime = job.resources.get("runtime")
-        cpu_time = int(runtime) * 60 * max(job.threads, 1) if runtime else s.cpu_time
-        return job_fields(
-            name=f"{job.name}-{job.jobid}", executable=JOB_SCRIPT,
-            output_sandbox=[OUTPUTS_TAR], sites=_list(s.sites),
-            banned_sites=_list(s.banned_sites), cpu_time=cpu_time, tags=tags,
-            group=s.group, cores=job.threads,
-        )  # fmt: skip
-
     def run_job(self, job):
         if job.is_group():
             raise WorkflowError("the DIRAC executor does not run group jobs")
-        outputs = [o for o in map(self._local, [*job.output, *job.log]) if o]
+        declared = [*job.output, *job.log]
+        outputs = [o for o in (job_script.relative(p, self.workdir) for p in declared) if o]
         folder = self.jobdir / f"{job.name}-{job.jobid}"
         shutil.rmtree(folder / "output", ignore_errors=True)  # (a previous run's)
         folder.mkdir(parents=True, exist_ok=True)
-        script = folder / JOB_SCRIPT
-        script.write_text(self._script(job, outputs))
+        script = folder / job_script.JOB_SCRIPT
+        script.write_text(job_script.job_script(
+            self.format_job_exec(job), rule=job.name, jobid=job.jobid,
+            python=self.settings.python, outputs=outputs, workdir=self.workdir,
+            configfiles=self.workflow.configfiles,
+        ))  # fmt: skip
         script.chmod(0o755)
+        sources = [*self.workflow.configfiles, *[str(f) for f in self.workflow.included]]
+        files, outside = job_script.sandbox(self.workdir, script, sources, job.input)
+        for path in outside:
+            self.logger.warning(f"DIRAC job input {path} is outside the working directory: "
+                                "it must exist at that path on the worker")  # fmt: skip
+        fields = job_script.fields(f"{job.name}-{job.jobid}", job.resources, job.threads,
+                                   self.settings)  # fmt: skip
         try:
-            job_id = self.transport.submit(self._fields(job), self._sandbox(job, script))
+            job_id = self.transport.submit(fields, files)
         except DiracError as err:
             raise WorkflowError(f"DIRAC submission of {job.name} failed: {err}") from None
         self.logger.info(f"Job {job.jobid} ({job.name}) submitted to DIRAC as job {job_id}")
-        aux = {"submitted": time.monotonic(), "folder": folder, "stalled": None,
+        aux = {"clock": states.Clock(submitted=time.monotonic()), "folder": folder,
                "outputs": outputs}  # fmt: skip
         self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id, aux=aux))
 
@@ -287,9 +208,9 @@ class Executor(RemoteExecutor):
             if state is None:
                 self.report_job_error(j, msg=f"DIRAC job {j.external_jobid} is unknown to "
                                       "the server (deleted?)")  # fmt: skip
-            elif state.status in SUCCESS:
+            elif states.outcome(state.status) == "success":
                 self._succeeded(j)
-            elif state.status in FAILURE:
+            elif states.outcome(state.status) == "failure":
                 self._failed(j, state.reason())
             elif self._timed_out(j, state):
                 pass
@@ -298,20 +219,10 @@ class Executor(RemoteExecutor):
 
     def _timed_out(self, j, state) -> bool:
         """Kill and fail a job that never started or stays stalled too long."""
-        now = time.monotonic()
-        if state.status == "Stalled":
-            j.aux["stalled"] = j.aux["stalled"] or now
-            limit, since = self.settings.stalled_timeout, j.aux["stalled"]
-            what = f"stayed Stalled for {limit} s (--dirac-stalled-timeout)"
-        else:
-            j.aux["stalled"] = None
-            if state.status == "Rescheduled":  # queued again: the start clock restarts
-                j.aux["submitted"] = now
-            if state.status not in NOT_STARTED:
-                return False
-            limit, since = self.settings.start_timeout, j.aux["submitted"]
-            what = f"did not start within {limit} s (--dirac-start-timeout)"
-        if now - since < limit:
+        s = self.settings
+        what = states.overdue(state.status, j.aux["clock"], time.monotonic(), s.start_timeout,
+                              s.stalled_timeout)  # fmt: skip
+        if what is None:
             return False
         try:
             self.transport.kill([j.external_jobid])
@@ -327,9 +238,9 @@ class Executor(RemoteExecutor):
         folder = j.aux["folder"] / "output"
         try:
             self.transport.output(j.external_jobid, folder)
-            tar = folder / OUTPUTS_TAR
+            tar = folder / job_script.OUTPUTS_TAR
             if not tar.exists():
-                raise DiracError(f"its output sandbox has no {OUTPUTS_TAR}")
+                raise DiracError(f"its output sandbox has no {job_script.OUTPUTS_TAR}")
             extra = take_outputs(tar.read_bytes(), self.workdir, j.aux["outputs"], folder)
         except DiracError as err:
             self.report_job_error(j, msg=f"DIRAC job {j.external_jobid} is Done, but {err}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from swift_rules import device, fingerprint
 from swift_rules.atomic import write_text
-from swift_rules.clusters import dask_client
+from swift_rules.backends import dask_client
 from swift_rules.errors import SwiftError
 from swift_rules.inputs import (
     BAD_KEY,

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.netns import Namespace, brought_up
 
+from swift_rules.backends.broker_comm import BrokerBackend
 from swift_rules.broker import protocol
-from swift_rules.broker.comm import BrokerBackend
 
 PY = sys.executable
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -181,32 +182,16 @@ def worker_to_worker(client, timeout: float, n: int = 2_000_000):
 
 
 # -- network namespace with a firewall ---------------------------------------------------
-class Netns:
+class Firewalled(Namespace):
     """A namespace 'behind a firewall': a veth pair to this namespace; its nftables
     input chain drops every new inbound connection (replies to its own are accepted)."""
 
     def __init__(self):
-        tag = os.getpid() % 100_000
-        self.name = f"swbrk{tag}"
-        self.veth = (f"sbk{tag}a", f"sbk{tag}b")
-        octet = 1 + tag % 250
-        self.host_ip, self.ns_ip = f"10.231.{octet}.1", f"10.231.{octet}.2"
-        self.prefix = ("ip", "netns", "exec", self.name)
+        super().__init__(os.getpid() % 100_000, name="swbrk", veth="sbk", subnet=231)
 
     def sh(self, *cmd, ns=False):
         full = [*(self.prefix if ns else ()), *cmd]
         subprocess.run(full, check=True, capture_output=True, text=True)
-
-    def up(self):
-        a, b = self.veth
-        self.sh("ip", "netns", "add", self.name)
-        self.sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-        self.sh("ip", "link", "set", b, "netns", self.name)
-        self.sh("ip", "addr", "add", f"{self.host_ip}/24", "dev", a)
-        self.sh("ip", "link", "set", a, "up")
-        self.sh("ip", "addr", "add", f"{self.ns_ip}/24", "dev", b, ns=True)
-        self.sh("ip", "link", "set", b, "up", ns=True)
-        self.sh("ip", "link", "set", "lo", "up", ns=True)
 
     def firewall(self, on: bool):
         if on:
@@ -220,23 +205,10 @@ class Netns:
         else:
             self.sh("nft", "delete", "table", "inet", "swbrk", ns=True)
 
-    def down(self):
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.veth[0]], capture_output=True)
-
 
 @pytest.fixture(scope="module")
 def netns():
-    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
-    if os.geteuid() != 0 or missing:
-        pytest.skip(f"network namespaces need root and ip, nft (missing: {missing or 'root'})")
-    ns = Netns()
-    ns.down()
-    try:
-        ns.up()
-    except subprocess.CalledProcessError as err:
-        ns.down()
-        pytest.skip(f"cannot create a network namespace here: {err.stderr.strip()}")
+    ns = brought_up(Firewalled(), needs=("ip", "nft"))
     yield ns
     ns.down()
 
@@ -445,7 +417,7 @@ def test_refusals_are_logged_and_the_broker_survives(broker):
 def test_dask_sees_clear_errors(broker, token_file, tmp_path, monkeypatch):
     from distributed.comm import connect
 
-    from swift_rules.broker.comm import BrokerBackend
+    from swift_rules.backends.broker_comm import BrokerBackend
 
     address = f"broker://127.0.0.1:{broker.port}/nobody"
     monkeypatch.setenv(protocol.TOKEN_FILE_ENV, str(token_file))
@@ -548,7 +520,7 @@ def test_a_run_token_opens_its_run_only_until_it_expires(broker, token_file, mon
     """What a DIRAC sandbox carries: a run token. It registers and reaches the endpoints
     of its run only, and is refused once expired; a forged one is refused. Dask's comm
     uses it as it is: the ids it makes up are the run's."""
-    from swift_rules.broker.comm import BrokerListener
+    from swift_rules.backends.broker_comm import BrokerListener
 
     port, key = broker.port, TOKEN.encode()
     run = protocol.credential(protocol.run_token(key, "run-1", 600).encode())
@@ -643,7 +615,7 @@ def test_batch_backends_start_dask_through_the_broker(broker, token_file, monkey
     from dask_jobqueue import HTCondorCluster
 
     from swift_rules.backends import htcondor, kubernetes
-    from swift_rules.broker import export_token
+    from swift_rules.backends.broker import export_token
 
     via = f"127.0.0.1:{broker.port}"
     cfg = {"broker": {"address": via, "token_file": str(token_file)}}

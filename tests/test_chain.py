@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import uproot
 import yaml
-from test_workflow import planned_jobs, snakemake
+from helpers import planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -232,7 +232,7 @@ def test_skims_are_the_same_bytes_for_any_chunking_and_executor(analysis, tmp_pa
 
 
 def test_a_skim_stage_without_a_skim_is_a_clear_error(analysis, tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     (tmp_path / "bad_stage.py").write_text(
         textwrap.dedent(

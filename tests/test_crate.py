@@ -7,9 +7,7 @@ import json
 import shutil
 
 import pytest
-from conftest import run_cli
-from helpers import validate_crate
-from test_workflow import snakemake, write_workdir
+from helpers import run_cli, snakemake, validate_crate, write_workdir
 
 pytestmark = pytest.mark.slow
 

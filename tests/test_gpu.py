@@ -17,8 +17,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
-from test_selection import EVENTS, write_events
+from helpers import EVENTS, REPO, run_cli, write_events
 
 from swift_rules.device import gpu_status
 from swift_rules.results import load_result

@@ -14,7 +14,7 @@ import math
 import awkward as ak
 import numpy as np
 import pytest
-from test_htautau_stages import HISTOGRAMS, SKIM, run_chain
+from helpers import HISTOGRAMS, SKIM, run_chain
 
 from swift_rules.export import find_histograms, scale_factor
 from swift_rules.htautau.generate import write_events

@@ -26,7 +26,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from test_htautau_stages import HISTOGRAMS, SKIM, export_chain, run_chain
+from helpers import HISTOGRAMS, SKIM, export_chain, run_chain
 
 from swift_rules.export import normalised_groups, read_export, scale_factor
 from swift_rules.htautau.generate import generate_dataset, write_events

@@ -12,64 +12,23 @@ the plots and the commands. The other H -> tautau tests run their stages with
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import awkward as ak
 import hist
 import numpy as np
 import pytest
+from helpers import HISTOGRAMS, SKIM, export_chain, run_chain
 
 from swift_rules.datasets import count_entries
-from swift_rules.export import export, read_export
+from swift_rules.export import read_export
 from swift_rules.htautau import cli, plots
 from swift_rules.htautau.generate import generate_dataset
 from swift_rules.htautau.histograms import HttHistograms
 from swift_rules.htautau.qcd import qcd_estimate, qcd_histogram
 from swift_rules.htautau.samples import GROUPS, LUMINOSITY_PB, QCD_SUBTRACTED, SAMPLES
 from swift_rules.htautau.variables import LABELS, RANGES, REGIONS, SKIM_COLUMNS
-from swift_rules.registry import StageRegistry
-from swift_rules.runner import run_stage
 
 pytestmark = pytest.mark.filterwarnings("ignore:Missing cross-reference:RuntimeWarning")
-
-SKIM, HISTOGRAMS = "htautau::skim", "htautau::histograms"
-# The stages as a workflow registers them (config `registries: [swift_rules.htautau]`).
-REGISTRY = StageRegistry(builtins=False)
-REGISTRY.register_package("swift_rules.htautau")
-
-
-def run_chain(fileset, out, *, chunksize: int = 100_000, histograms: bool = True) -> dict:
-    """Every dataset of a coffea fileset through the generic runner: ``htautau::skim`` over
-    its files (a skim stage: its skim goes to ``out/skim/{dataset}.parquet``, its result to
-    ``.pkl`` beside it), then ``htautau::histograms`` over that skim
-    (``out/histograms/{dataset}.pkl``), both with the dataset's metadata.
-    Returns ``{dataset: {stage: (output, record)}}``."""
-    out = Path(out)
-    runs = {}
-    for dataset, spec in fileset.items():
-        common = {"sample_metadata": spec["metadata"], "registry": REGISTRY, "progress": False}
-        skim = run_stage(SKIM, dataset, list(spec["files"]), out / "skim" / f"{dataset}.pkl",
-                         stage_config={"skim": True, "chunksize": chunksize}, **common)  # fmt: skip
-        runs[dataset] = {SKIM: skim}
-        if histograms:
-            runs[dataset][HISTOGRAMS] = run_stage(
-                HISTOGRAMS, dataset, [skim[1]["skim"]["path"]],
-                out / "histograms" / f"{dataset}.pkl", stage_config={"chunksize": chunksize},
-                **common,
-            )  # fmt: skip
-    return runs
-
-
-def export_chain(fileset, out, luminosity: float = LUMINOSITY_PB) -> Path:
-    """The generic export of the histograms results of :func:`run_chain` (normalised by
-    xsec x luminosity / the skim's source events, grouped): ``out/histograms.root``."""
-    datasets = {
-        str(Path(out) / "histograms" / f"{name}.pkl"): {"name": name, **spec["metadata"]}
-        for name, spec in fileset.items()
-    }
-    target = Path(out) / "histograms.root"
-    export(list(datasets), datasets, target, stage=HISTOGRAMS, luminosity=luminosity)
-    return target
 
 
 @pytest.fixture(scope="module")

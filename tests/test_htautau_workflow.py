@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import uproot
 import yaml
-from conftest import REPO
-from test_workflow import planned_jobs, snakemake
+from helpers import REPO, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 

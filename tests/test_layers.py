@@ -1,4 +1,6 @@
-"""The layers of the package, read from the source: the generic layer knows no analysis."""
+"""The layers of the package, read from the source: no import cycles (function-level
+imports included), the broker's server knows nothing of the Dask clusters, the generic
+layer knows no analysis."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import ast
 import re
 from pathlib import Path
 
-from conftest import REPO
+import pytest
+from helpers import REPO
 
 PACKAGE = REPO / "swift_rules"
 # An analysis is a subpackage with a registry.yaml (its stages, generator, fileset).
@@ -30,6 +33,139 @@ def imported_modules(path: Path) -> set[str]:
             found.add(node.module)
             found.update(f"{node.module}.{a.name}" for a in node.names)
     return found
+
+
+def module_name(path: Path) -> str:
+    name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _resolve(name: str) -> str | None:
+    """The module of ours that importing ``name`` loads last (a name inside a module is
+    the module)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imports_of(module: str) -> set[str]:
+    """The modules of ours that ``module`` imports anywhere in its source (at the top and
+    inside functions), relative imports resolved. A submodule's import of its own package
+    is left out: importing the submodule runs the package's ``__init__`` first anyway."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package
+                for _ in range(node.level - 1):
+                    parent = parent.rpartition(".")[0]
+                base = f"{parent}.{base}" if base else parent
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            target = _resolve(name) if name.startswith("swift_rules") else None
+            if target and target != module and not module.startswith(target + "."):
+                found.add(target)
+    return found
+
+
+GRAPH = {m: imports_of(m) for m in MODULES}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of ``graph``: its strongly connected components of more than one
+    module (Tarjan's algorithm, without recursion)."""
+    index, low, on_stack, stack, found = {}, {}, set(), [], []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(graph[child]))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return found
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_the_import_walk_sees_function_level_and_relative_imports():
+    assert "swift_rules.cli" in GRAPH["swift_rules.warmstart.server"]  # inside a function
+    assert "swift_rules.backends.base" in GRAPH["swift_rules.backends.htcondor"]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    assert cycles(GRAPH) == []
+
+
+@pytest.mark.parametrize(
+    "module", ["swift_rules.broker.server", "swift_rules.broker.protocol", "swift_rules.broker.cli"]
+)
+def test_the_brokers_server_and_protocol_import_nothing_of_the_dask_clusters(module):
+    """The broker runs on a host of its own (``swift-rules broker serve``): nothing of the
+    backends, the runner or Dask. The client side lives in swift_rules.backends."""
+    below = reachable(GRAPH, module)
+    assert not {m for m in below if m.startswith("swift_rules.backends")}, below
+    assert below <= {"swift_rules.broker", "swift_rules.broker.protocol",
+                     "swift_rules.broker.server", "swift_rules.broker.splice",
+                     "swift_rules.errors"}, below  # fmt: skip
+
+
+def test_the_backends_import_nothing_above_them():
+    """The Dask clusters are a layer below the runner and the command line."""
+    above = ("swift_rules.runner", "swift_rules.cli", "swift_rules.workflow",
+             "swift_rules.warmstart")  # fmt: skip
+    for module in (m for m in MODULES if m.startswith("swift_rules.backends")):
+        below = reachable(GRAPH, module)
+        assert not {m for m in below if m.startswith(above)}, (module, below)
+
+
+def test_the_warm_start_client_does_not_import_the_command_line():
+    """The CLI's main calls the client half; the server half runs the CLI."""
+    assert not {m for m in reachable(GRAPH, "swift_rules.warmstart.client")
+                if m.startswith("swift_rules.cli")}  # fmt: skip
+    assert "swift_rules.warmstart.server" not in reachable(GRAPH, "swift_rules.cli")
 
 
 def test_the_reference_analyses_are_packages_beside_the_generic_layer():

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, snakemake_exe
+from helpers import REPO, snakemake_exe
 
 import swift_rules.notebook as sn
 from swift_rules.notebook import state as st

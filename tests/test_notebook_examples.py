@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, snakemake_exe
+from helpers import REPO, snakemake_exe
 
 pytestmark = pytest.mark.slow
 

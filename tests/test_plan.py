@@ -328,7 +328,7 @@ def test_config_errors_name_key_and_value():
 
 
 def test_validate_command(tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     good = tmp_path / "good.yaml"
     good.write_text("stages:\n  agc::ttbar: {}\n")

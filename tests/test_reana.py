@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import uproot
 import yaml
-from conftest import REPO, snakemake_exe
+from helpers import REPO, snakemake_exe
 
 sys.path.insert(0, str(REPO / "environment"))
 import envs

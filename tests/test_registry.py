@@ -169,7 +169,7 @@ def test_gpu_probe_on_this_machine_never_imports_cupy_without_a_driver():
 
 
 def test_stages_command_lists_variants_and_device(tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     out = run_cli("stages").stdout
     assert "agc::ttbar" in out and "cpu: swift_rules.agc.ttbar:TtbarProcessor" in out

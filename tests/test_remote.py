@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, run_cli, snakemake_exe
+from helpers import REPO, run_cli, snakemake_exe
 
 from swift_rules.results import load_result
 from swift_rules.runner import InputError, run_stage

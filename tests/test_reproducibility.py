@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import uproot
 import yaml
-from test_workflow import snakemake, write_workdir
+from helpers import snakemake, write_workdir
 
 # What under results/ is not a result: how and when the jobs ran, and the run's crate.
 from swift_rules.crate import NOT_RESULTS

@@ -8,7 +8,7 @@ import pickle
 import stat
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from swift_rules.atomic import write_bytes, write_text
 from swift_rules.remote import RemoteError, staged_path

@@ -10,7 +10,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from conftest import nanoaod_file, run_cli
+from helpers import nanoaod_file, run_cli
 
 from swift_rules.agc.normalise import EmptySampleError, normalised_histogram
 from swift_rules.results import load_result
@@ -108,7 +108,7 @@ def test_existing_scheduler_address(tmp_path, tiny_dataset):
 
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path, tiny_dataset):
-    from swift_rules.clusters import ClusterError
+    from swift_rules.backends import ClusterError
 
     executor = {"type": "address", "address": "tcp://127.0.0.1:9", "connect_timeout": 2}
     with pytest.raises(ClusterError, match=r"tcp://127\.0\.0\.1:9"):
@@ -349,7 +349,7 @@ def test_a_file_with_neither_jet_id_nor_its_inputs_is_named(tmp_path):
 # The victim's stage job: a local Dask cluster (threads > 1), up until told to stop.
 VICTIM_CLUSTER = r"""
 import sys
-from swift_rules.clusters import dask_client
+from swift_rules.backends import dask_client
 with dask_client({"type": "local"}, 2) as client:
     print(client.scheduler.address, flush=True)
     sys.stdin.readline()
@@ -428,7 +428,7 @@ def test_other_users_cannot_use_a_local_dask_cluster(victim_and_attacker):
 
 def test_a_threads_local_cluster_has_no_port(tmp_path, tiny_dataset):
     """processes: false: the workers are threads of the job, talking in-process."""
-    from swift_rules.clusters import dask_client
+    from swift_rules.backends import dask_client
 
     with dask_client({"type": "local", "processes": False}, 2) as client:
         assert client.scheduler.address.startswith("inproc://")

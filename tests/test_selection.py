@@ -8,18 +8,11 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from helpers import EVENTS, GOOD_E, GOOD_MU, jet, write_events
 
 from swift_rules.agc import kernels, smearing
 from swift_rules.agc.samples import event_weight
 from swift_rules.agc.ttbar import TtbarProcessor
-
-LEPTON = {"phi": 0.0, "mass": 0.0, "charge": -1}
-GOOD_E = {**LEPTON, "pt": 40.0, "eta": 0.5, "cutBased": 4, "sip3d": 1.0}
-GOOD_MU = {**LEPTON, "pt": 40.0, "eta": 0.5, "tightId": True, "sip3d": 1.0, "pfRelIso04_all": 0.05}
-
-
-def jet(pt, eta=0.0, phi=0.0, mass=10.0, btag=0.1, jet_id=6):
-    return {"pt": pt, "eta": eta, "phi": phi, "mass": mass, "btagCSVV2": btag, "jetId": jet_id}
 
 
 def p4(j):
@@ -31,35 +24,6 @@ def p4(j):
 def trijet_mass(jets):
     px, py, pz, e = (sum(c) for c in zip(*(p4(j) for j in jets)))
     return math.sqrt(e * e - px * px - py * py - pz * pz), math.hypot(px, py)
-
-
-# Each event: (electrons, muons, jets, expected region, expected observable or None)
-FOUR_JETS_1B = [jet(100, btag=0.9), jet(80, phi=1), jet(60, phi=2), jet(40, phi=3)]
-TWO_B = [
-    jet(120, btag=0.9, phi=0.1),
-    jet(90, phi=1.5),
-    jet(70, btag=0.8, phi=3.0),
-    jet(50, phi=-1.5),
-    jet(35, eta=1.0, phi=-0.5),
-]
-EVENTS = [
-    ([GOOD_E], [], FOUR_JETS_1B, 1, 280.0),
-    ([], [GOOD_MU], FOUR_JETS_1B, 1, 280.0),
-    ([GOOD_E], [GOOD_MU], FOUR_JETS_1B, 0, None),  # two leptons
-    ([{**GOOD_E, "cutBased": 3}], [], FOUR_JETS_1B, 0, None),  # electron fails ID
-    ([{**GOOD_E, "eta": 2.2}], [], FOUR_JETS_1B, 0, None),
-    ([{**GOOD_E, "sip3d": 5.0}], [], FOUR_JETS_1B, 0, None),
-    ([], [{**GOOD_MU, "pfRelIso04_all": 0.2}], FOUR_JETS_1B, 0, None),
-    ([], [{**GOOD_MU, "tightId": False}], FOUR_JETS_1B, 0, None),
-    ([{**GOOD_E, "pt": 25.0}], [], FOUR_JETS_1B, 0, None),  # lepton too soft
-    ([GOOD_E], [], FOUR_JETS_1B[:3], 0, None),  # three jets
-    ([GOOD_E], [], [*FOUR_JETS_1B[:3], jet(40, jet_id=2)], 0, None),  # jetId != 6
-    ([GOOD_E], [], [*FOUR_JETS_1B[:3], jet(40, eta=2.5)], 0, None),
-    ([GOOD_E], [], [*FOUR_JETS_1B[:3], jet(29.0)], 0, None),
-    ([GOOD_E], [], [jet(100), jet(80), jet(60), jet(40)], 0, None),  # no b-tag
-    ([GOOD_E], [], TWO_B, 2, None),  # trijet: computed below
-    ([GOOD_E], [], [*FOUR_JETS_1B, jet(31, jet_id=0, btag=0.99)], 1, 280.0),  # bad jet ignored
-]
 
 
 def expected_trijet(jets):
@@ -75,44 +39,6 @@ def expected_trijet(jets):
                 if best is None or pt > best[1]:
                     best = (mass, pt)
     return best[0]
-
-
-def write_events(path, events):
-    """A NanoAOD-like TTree with exactly these objects (explicit types, any emptiness)."""
-
-    def coll(items, types):
-        counts = [len(ev) for ev in items]
-        return ak.zip(
-            {
-                f: ak.unflatten(np.array([o[f] for ev in items for o in ev], dtype=t), counts)
-                for f, t in types.items()
-            }
-        )
-
-    jet_types = {
-        "pt": "f4",
-        "eta": "f4",
-        "phi": "f4",
-        "mass": "f4",
-        "btagCSVV2": "f4",
-        "jetId": "i4",
-    }
-    lepton = {"pt": "f4", "eta": "f4", "phi": "f4", "mass": "f4", "charge": "i4"}
-    ele_types = {**lepton, "cutBased": "i4", "sip3d": "f4"}
-    mu_types = {**lepton, "tightId": "?", "sip3d": "f4", "pfRelIso04_all": "f4"}
-    n = len(events)
-    branches = {
-        "run": np.ones(n, dtype=np.uint32),
-        "luminosityBlock": np.ones(n, dtype=np.uint32),
-        "event": np.arange(1, n + 1, dtype=np.uint64),
-        "Jet": coll([e[2] for e in events], jet_types),
-        "Electron": coll([e[0] for e in events], ele_types),
-        "Muon": coll([e[1] for e in events], mu_types),
-    }
-    with uproot.recreate(path) as f:
-        types = {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in branches.items()}
-        tree = f.mktree("Events", types)
-        tree.extend(branches)
 
 
 @pytest.fixture(scope="module")

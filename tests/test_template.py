@@ -16,7 +16,7 @@ from pathlib import Path
 import hist
 import pytest
 import yaml
-from conftest import REPO, nanoaod_file, run_cli, snakemake_exe
+from helpers import REPO, nanoaod_file, run_cli, snakemake_exe
 
 from swift_rules.datasets import read_fileset
 from swift_rules.device import gpu_status

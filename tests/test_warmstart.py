@@ -17,6 +17,8 @@ import pytest
 import uproot
 
 from swift_rules import warmstart
+from swift_rules.warmstart import client as warm_client
+from swift_rules.warmstart import server as warm_server
 
 SLOW_STAGE = """
 import os, time
@@ -176,7 +178,7 @@ def test_offered_only_to_local_jobs_of_the_main_snakemake_process(monkeypatch):
         dryrun = False
 
     started = []  # (a server for this pytest process would live as long as it)
-    monkeypatch.setattr(warmstart, "_start_server", lambda *args: started.append(args))
+    monkeypatch.setattr(warm_client, "_start_server", lambda *args: started.append(args))
     monkeypatch.delenv(warmstart.ENV, raising=False)
     warmstart.offer(Workflow, enabled=True)
     host, pid, path = os.environ[warmstart.ENV].split(":", 2)
@@ -431,11 +433,11 @@ def test_files_of_the_warm_folder_are_never_followed_as_links(owner, tmp_path):
     try:
         os.symlink(precious, path + ".log")
         with pytest.raises(warmstart.Unavailable, match="cannot open the log"):
-            warmstart._start_server(path, owner.pid)
+            warm_client._start_server(path, owner.pid)
         os.symlink(precious, path + ".lock")
-        assert warmstart.serve(path, owner.pid) == 4
+        assert warm_server.serve(path, owner.pid) == 4
         os.symlink(precious, path + ".failed")
-        warmstart._mark_failed(path, RuntimeError("x"))
+        warm_server._mark_failed(path, RuntimeError("x"))
         assert precious.read_text() == "precious\n"
     finally:
         shutil.rmtree(Path(path).parent)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -15,104 +13,9 @@ import numpy as np
 import pytest
 import uproot
 import yaml
-from conftest import REPO, snakemake_exe
-from helpers import agc_config
+from helpers import REPO, planned_jobs, snakemake, snakemake_exe, write_workdir
 
 pytestmark = pytest.mark.slow
-
-TOY_STAGE = '''
-import awkward as ak
-from coffea import processor
-
-from toy_helpers import threshold
-
-
-class CountProcessor(processor.ProcessorABC):
-    """Counts jets above a threshold: a user's own stage."""
-
-    def __init__(self, scale=1.0):
-        self.scale = scale
-
-    def process(self, events):
-        n = ak.sum(ak.num(events.Jet.pt[events.Jet.pt > threshold()]))
-        return {"jets": {events.metadata["dataset"]: int(n) * self.scale}}
-
-    def postprocess(self, accumulator):
-        return accumulator
-'''
-
-
-def write_workdir(
-    path: Path, *, fit: bool, extra_stage: bool, events: int = 1000, files: int = 2
-) -> Path:
-    config = agc_config(
-        results="results",
-        data={
-            "generated": {"preset": "tiny", "events_per_file": events, "files_per_sample": files},
-            "files_per_group": 1,
-        },
-        stages={"agc::ttbar": {"chunksize": 600, "options": {"btag_threshold": 0.5}}},
-        outputs={"plots": {"include": ["hists_*_nominal"], "formats": ["png"]}},
-        analysis={"fit": fit, "hepdata": fit},
-    )
-    if extra_stage:
-        config["register"] = {"toy::count": {"cpu": "toy_stage:CountProcessor"}}
-        config["stages"]["toy::count"] = {"options": {"scale": 1.0}}
-        (path / "toy_stage.py").write_text(TOY_STAGE)
-        (path / "toy_helpers.py").write_text("def threshold():\n    return 30.0\n")
-        (path / "toy_unrelated.py").write_text("VALUE = 1\n")
-    (path / "config").mkdir(parents=True, exist_ok=True)
-    (path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    if extra_stage:
-        # The reference Snakefile plus the toy stage's merged output as a target.
-        (path / "Snakefile").write_text(
-            (REPO / "workflow" / "Snakefile").read_text()
-            + textwrap.dedent(
-                """
-                rule toy:
-                    input: SR.merged("toy::count")
-                """
-            )
-        )
-    return path
-
-
-def snakemake(
-    workdir: Path, *args: str, check=True, env=None, snakefile=None, **kwargs
-) -> subprocess.CompletedProcess:
-    if snakefile is None:
-        snakefile = workdir / "Snakefile"
-    if not snakefile.exists():
-        snakefile = REPO / "workflow" / "Snakefile"
-    cmd = [
-        snakemake_exe(), "--profile", str(REPO / "profiles" / "local"), "--snakefile",
-        str(snakefile), "--directory", str(workdir), "--cores", "2", *args,
-    ]  # fmt: skip
-    env = dict(os.environ if env is None else env)
-    env["PYTHONPATH"] = f"{workdir}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
-
-
-def planned_jobs(workdir: Path, *targets: str, snakefile=None) -> dict[str, int]:
-    """Rule -> number of jobs a dry run would run (empty: nothing to do)."""
-    proc = snakemake(workdir, "--dry-run", *targets, snakefile=snakefile)
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1]
-    jobs = {}
-    for line in table.splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
-        if m and m.group(1) != "total":
-            jobs[m.group(1)] = int(m.group(2))
-        elif jobs and line.strip().startswith("total"):
-            break
-    return jobs
 
 
 def histogram_values(path: Path) -> dict[str, np.ndarray]:
@@ -160,7 +63,7 @@ def test_noop_rerun_does_nothing(full_run):
 
 
 def test_changing_one_input_reruns_only_its_group(full_run, tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     workdir, _ = full_run
     target = workdir / "data/generated/wjets__nominal/wjets__nominal_0001.root"
@@ -308,7 +211,7 @@ def test_rules_imported_with_snakemake_module(tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     (workdir / "Snakefile").write_text(MODULE_SNAKEFILE)
     # Inputs come from the generator directly (the module workflow has no AGC rules).
-    from conftest import run_cli
+    from helpers import run_cli
 
     for sample in cfg["data"]["samples"]:
         out = workdir / f"data/generated/{sample}/{sample}_0000.root"

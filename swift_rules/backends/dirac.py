@@ -8,7 +8,7 @@ and the scheduler must be reachable from them: with ``executor.broker`` set, sch
 and workers meet at the connection broker (docs/broker.md); otherwise the scheduler's
 port must be open to the workers (``scheduler_options: {host: ..., port: ...}``). The
 sandboxes stay on the grid's storage, so they carry no long-lived secret: each stage
-job makes a run token (``swift_rules.broker.protocol.run_token``), good for this run's
+job makes a run token (``swift_rules.backends.broker.run_token``), good for this run's
 endpoints only and for ``executor.broker.run_token_lifetime`` seconds. Scaling is adaptive between
 ``executor.minimum_workers`` and ``executor.maximum_workers``; if no worker has joined
 ``executor.worker_timeout`` seconds after the first submission, the stage job fails with
@@ -19,46 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-import shlex
 import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from swift_rules.backends import adaptive_limits, first_worker, quiet_http, section_settings
-from swift_rules.clusters import ClusterError
+from swift_rules.backends import ClusterError
+from swift_rules.backends.base import (
+    BatchBackend,
+    jobqueue_kwargs,
+    schema_settings,
+    worker_job_ids,
+)  # fmt: skip
+from swift_rules.backends.broker import dask_args, run_token
+from swift_rules.broker.protocol import TOKEN_FILE_ENV
 
-# executor.dirac: where the worker jobs go and what they ask for.
-DEFAULTS = {
-    "url": None,
-    "credentials": None,
-    "group": None,
-    "sites": [],
-    "banned_sites": [],
-    "tags": [],
-    "gpus": 0,
-    "gpu_tag": "GPU",
-    "cpu_time": 86400,
-    "cores": 1,
-    "memory": "2GB",
-    "processes": 1,
-    "python": "python3",
-    "scheduler_options": {},
-    "worker_extra_args": [],
-    "job_script_prologue": [],
-}
 WORKER_SCRIPT = "dask-worker.sh"
 TOKEN_IN_SANDBOX = "dask-broker.token"
-RUN_TOKEN_LIFETIME_S = 2 * 86400  # executor.broker.run_token_lifetime's default
-
-
-def settings(cfg: Mapping) -> dict:
-    """executor.dirac with its defaults."""
-    return section_settings(cfg, "dirac", DEFAULTS)
 
 
 def transport(s: Mapping):
+    """The DiracX transport of settings ``s`` (``executor.dirac``)."""
     from swift_rules.dirac.transport import DiracXTransport
 
     url = s["url"] or os.environ.get("DIRACX_URL")
@@ -136,123 +117,77 @@ def cluster_class():
     return DIRACCluster
 
 
-def run_token(cfg: Mapping) -> tuple[str, str]:
-    """(run name, run token) for one stage job's workers, from the broker's long-lived
-    token (``executor.broker.token_file``, or $DASK_BROKER_TOKEN here)."""
-    from swift_rules.broker import protocol
-
-    try:
-        credential = protocol.credential(protocol.read_token())
-    except ValueError as err:
-        raise ClusterError(f"executor.broker: {err}") from None
-    if credential.run is not None:
-        raise ClusterError(
-            "executor.broker: the broker token here is a run token; a stage job needs the "
-            "long-lived token to make one for its workers"
-        )
-    lifetime = (cfg.get("broker") or {}).get("run_token_lifetime") or RUN_TOKEN_LIFETIME_S
-    run = f"run-{secrets.token_hex(6)}"
-    return run, protocol.run_token(credential.key, run, float(lifetime))
-
-
 def cluster_kwargs(cfg: Mapping, token: str | None = None) -> dict:
     """Keyword arguments of ``DIRACCluster`` for this config (without ``dirac``);
     ``token``: the run token that the worker jobs' sandboxes carry."""
-    from swift_rules.broker import dask_args
-    from swift_rules.broker.protocol import TOKEN_FILE_ENV
-
-    s = settings(cfg)
+    s = schema_settings(cfg, "dirac")
     tags = [str(t) for t in s["tags"]]
     if int(s["gpus"]) and s["gpu_tag"] not in tags:
         tags.append(str(s["gpu_tag"]))
-    prologue = [str(line) for line in s["job_script_prologue"]]
+    # executor.broker: the long-lived token stays here; the sandbox gets the run token.
+    kwargs = jobqueue_kwargs(cfg, s, ship_token_file=False)
     secret_files = {}
-    # executor.broker: scheduler and workers register at the broker (docs/broker.md).
-    # The long-lived token stays here; the sandbox gets the run token.
-    broker = dask_args(cfg)
-    for key, value in broker.env.items():
-        if key != TOKEN_FILE_ENV:
-            prologue.append(f"export {key}={shlex.quote(value)}")
     if token is not None:
         secret_files[TOKEN_IN_SANDBOX] = token
-        prologue.append(f'export {TOKEN_FILE_ENV}="$PWD/{TOKEN_IN_SANDBOX}"')
-    return {
+        kwargs["job_script_prologue"].append(f'export {TOKEN_FILE_ENV}="$PWD/{TOKEN_IN_SANDBOX}"')
+    kwargs["jdl"] = {
+        "sites": [str(x) for x in s["sites"]],
+        "banned_sites": [str(x) for x in s["banned_sites"]],
+        "cpu_time": int(s["cpu_time"]),
+        "tags": tags,
+        "group": s["group"],
         "cores": int(s["cores"]),
-        "memory": str(s["memory"]),
-        "processes": int(s["processes"]),
-        "python": str(s["python"]),
-        "scheduler_options": quiet_http({**s["scheduler_options"], **broker.scheduler_options})[0],
-        "worker_extra_args": [str(a) for a in s["worker_extra_args"]] + broker.worker_args,
-        "job_script_prologue": prologue,
-        "jdl": {
-            "sites": [str(x) for x in s["sites"]],
-            "banned_sites": [str(x) for x in s["banned_sites"]],
-            "cpu_time": int(s["cpu_time"]),
-            "tags": tags,
-            "group": s["group"],
-            "cores": int(s["cores"]),
-        },
-        "secret_files": secret_files,
     }
+    kwargs["secret_files"] = secret_files
+    return kwargs
 
 
-def _diagnosis(cluster, dirac) -> str:
-    """The DIRAC states of the cluster's worker jobs."""
-    from swift_rules.dirac.transport import DiracError
+class DiracBackend(BatchBackend):
+    kind, title = "dirac", "DIRAC"
+    needs = "dask-jobqueue and diracx-client"
+    giver = "DIRAC"
 
-    ids = sorted({str(j.job_id) for j in cluster.workers.values() if getattr(j, "job_id", None)})
-    if not ids:
-        return "no worker job was submitted"
-    try:
-        states = dirac.status(ids)
-    except DiracError as err:
-        return f"worker jobs {', '.join(ids)}; their states are unknown: {err}"
-    return "; ".join(f"job {i}: {states[i].reason()}" if i in states else f"job {i}: unknown"
-                     for i in ids)  # fmt: skip
+    def import_cluster_class(self) -> type:
+        return cluster_class()
 
+    def prepare(self) -> None:
+        from swift_rules.dirac.transport import DiracError
 
-def client(cfg: Mapping, workers: int):
-    """A ``distributed.Client`` of an adaptive DIRACCluster with at least one worker."""
-    try:
-        DIRACCluster = cluster_class()
-    except ImportError as err:
-        raise ClusterError(
-            f"executor type 'dirac' needs dask-jobqueue and diracx-client: "
-            f"pip install 'swift-rules[dirac]' ({err})"
-        ) from err
-    import dask
+        self.dirac = transport(self.settings)
+        try:
+            self.who = self.dirac.check()  # a bad token or a dead server: one clear error, now
+        except DiracError as err:
+            raise ClusterError(f"executor type 'dirac': {err}") from None
 
-    from swift_rules.broker import dask_args, export_token
-    from swift_rules.dirac.transport import DiracError
+    def start(self, cluster_class: type):
+        # With a broker, the workers' sandboxes carry a run token (made from the broker's
+        # token, which export_token has just found), and the scheduler's endpoint id, made
+        # as it starts, is the run's: its workers may reach it.
+        self.run, self.token = (None, None)
+        if dask_args(self.cfg).address:
+            lifetime = schema_settings(self.cfg, "broker")["run_token_lifetime"]
+            self.run, self.token = run_token(lifetime)
+        return super().start(cluster_class)
 
-    s = settings(cfg)
-    minimum, maximum, timeout = adaptive_limits(cfg, workers)
-    dirac = transport(s)
-    try:
-        who = dirac.check()  # a bad token or a dead server: one clear error, now
-    except DiracError as err:
-        raise ClusterError(f"executor type 'dirac': {err}") from None
-    export_token(cfg)
-    run, token = run_token(cfg) if dask_args(cfg).address else (None, None)
-    try:
-        # The scheduler's endpoint id, made now, is the run's: its workers may reach it.
-        _, http = quiet_http(s["scheduler_options"])
-        with dask.config.set({"distributed.comm.broker.run": run, **http}):
-            cluster = DIRACCluster(dirac=dirac, **cluster_kwargs(cfg, token))
-    except Exception as err:
-        raise ClusterError(f"cannot start the DIRAC Dask cluster: {err}") from err
-    try:
-        cluster.adapt(minimum=minimum, maximum=maximum)
-        if minimum == 0:  # (adapt() alone submits nothing until there is work)
-            cluster.scale(1)
-    except BaseException:
-        cluster.close()
-        raise
-    return first_worker(
-        cluster,
-        timeout,
-        f"DIRAC Dask cluster: {cluster.scheduler_address}, {minimum}-{maximum} worker job(s) "
-        f"as {who}",
-        "DIRAC",
-        lambda: _diagnosis(cluster, dirac),
-    )
+    def dask_config(self) -> dict:
+        return {"distributed.comm.broker.run": self.run}
+
+    def cluster_kwargs(self) -> dict:
+        return {"dirac": self.dirac, **cluster_kwargs(self.cfg, self.token)}
+
+    def describe(self) -> str:
+        return f" as {self.who}"
+
+    def diagnosis(self, cluster) -> str:
+        """The DIRAC states of the cluster's worker jobs."""
+        from swift_rules.dirac.transport import DiracError
+
+        ids = worker_job_ids(cluster)
+        if not ids:
+            return "no worker job was submitted"
+        try:
+            states = self.dirac.status(ids)
+        except DiracError as err:
+            return f"worker jobs {', '.join(ids)}; their states are unknown: {err}"
+        return "; ".join(f"job {i}: {states[i].reason()}" if i in states else f"job {i}: unknown"
+                         for i in ids)  # fmt: skip

@@ -24,33 +24,12 @@ import secrets
 import threading
 from collections.abc import Mapping
 
-from swift_rules.backends import adaptive_limits, first_worker, section_settings
-from swift_rules.broker import dask_args
-from swift_rules.clusters import ClusterError
+from swift_rules.backends import ClusterError
+from swift_rules.backends.base import BatchBackend, adaptive_limits, schema_settings
+from swift_rules.backends.broker import dask_args
 from swift_rules.redact import is_secret
 
-# executor.kubernetes, with its defaults.
-DEFAULTS = {
-    "image": "ghcr.io/swift/swift-rules:0.1.0",
-    "namespace": None,
-    "name": "swift-rules",
-    "cores": 1,
-    "memory": "2Gi",
-    "gpus": 0,
-    "gpu_resource": "nvidia.com/gpu",
-    "scheduler_cores": 1,
-    "scheduler_memory": "1Gi",
-    "env": {},
-    "node_selector": {},
-    "scheduler_service_type": "ClusterIP",
-    "idle_timeout": 0,
-}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def settings(cfg: Mapping) -> dict:
-    """executor.kubernetes with its defaults."""
-    return section_settings(cfg, "kubernetes", DEFAULTS)
 
 
 def _resources(cores, memory, gpus: int = 0, gpu_resource: str = "nvidia.com/gpu") -> dict:
@@ -88,7 +67,7 @@ def cluster_spec(cfg: Mapping, workers: int, name: str | None = None) -> dict:
     """The ``DaskCluster`` resource for this executor config (a plain dict)."""
     from dask_kubernetes.operator import make_cluster_spec
 
-    s = settings(cfg)
+    s = schema_settings(cfg, "kubernetes")
     minimum, _, _ = adaptive_limits(cfg, workers)
     if name is None:
         name = f"{s['name']}-{secrets.token_hex(3)}"
@@ -240,49 +219,43 @@ def _bounded(what: str, timeout: float, func):
     return result.get("value")
 
 
-def client(cfg: Mapping, workers: int):
-    """A ``distributed.Client`` of an adaptive KubeCluster with at least one worker."""
-    try:
-        from dask_kubernetes.operator import KubeCluster
-    except ImportError as err:
-        raise ClusterError(
-            "executor type 'kubernetes' needs dask-kubernetes: "
-            f"pip install 'swift-rules[kubernetes]' ({err})"
-        ) from err
-    s = settings(cfg)
-    minimum, maximum, timeout = adaptive_limits(cfg, workers)
-    spec = cluster_spec(cfg, workers)
-    validate_spec(spec)
+class KubernetesBackend(BatchBackend):
+    kind, title = "kubernetes", "Kubernetes"
+    cluster_class, needs = "dask_kubernetes.operator:KubeCluster", "dask-kubernetes"
+    giver = "the Kubernetes cluster"
+    # The scheduler is a pod of its own, which reads no Dask config and no token here.
+    local_scheduler = False
 
-    def make():
-        return KubeCluster(
-            custom_cluster_spec=spec,
-            namespace=s["namespace"],
-            resource_timeout=int(timeout),
-            shutdown_on_close=True,
-            quiet=True,
-        )
+    def start(self, cluster_class: type):
+        spec = cluster_spec(self.cfg, self.workers)
+        validate_spec(spec)
+        self.name = spec["metadata"]["name"]
 
-    try:
-        cluster = _bounded("creating the Kubernetes Dask cluster", timeout, make)
-    except ClusterError:
-        raise
-    except Exception as err:
-        raise ClusterError(
-            f"cannot create the Kubernetes Dask cluster {spec['metadata']['name']!r} "
-            f"(is there a kubeconfig, and the dask-kubernetes operator?): "
-            f"{type(err).__name__}: {err}"
-        ) from err
-    try:
-        cluster.adapt(minimum=max(minimum, 1), maximum=maximum)
-    except BaseException:
-        cluster.close()
-        raise
-    name = spec["metadata"]["name"]
-    return first_worker(
-        cluster,
-        timeout,
-        f"Kubernetes Dask cluster {name}: {minimum}-{maximum} worker pod(s)",
-        "the Kubernetes cluster",
-        lambda: f"see `kubectl get pods -l dask.org/cluster-name={name}`",
-    )
+        def make():
+            return cluster_class(
+                custom_cluster_spec=spec,
+                namespace=self.settings["namespace"],
+                resource_timeout=int(self.timeout),
+                shutdown_on_close=True,
+                quiet=True,
+            )
+
+        try:
+            return _bounded("creating the Kubernetes Dask cluster", self.timeout, make)
+        except ClusterError:
+            raise
+        except Exception as err:
+            raise ClusterError(
+                f"cannot create the Kubernetes Dask cluster {self.name!r} "
+                f"(is there a kubeconfig, and the dask-kubernetes operator?): "
+                f"{type(err).__name__}: {err}"
+            ) from err
+
+    def scale(self, cluster) -> None:
+        cluster.adapt(minimum=max(self.minimum, 1), maximum=self.maximum)
+
+    def banner(self, cluster) -> str:
+        return f"Kubernetes Dask cluster {self.name}: {self.minimum}-{self.maximum} worker pod(s)"
+
+    def diagnosis(self, cluster) -> str:
+        return f"see `kubectl get pods -l dask.org/cluster-name={self.name}`"

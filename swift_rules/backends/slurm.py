@@ -13,16 +13,16 @@ pending reason ``squeue`` gives, the state and exit code of a job that ended, or
 
 from __future__ import annotations
 
-import shlex
-import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from swift_rules.backends import adaptive_limits, first_worker, schema_settings
-from swift_rules.broker import dask_args, export_token
-from swift_rules.clusters import ClusterError
+from swift_rules.backends.base import (
+    BatchBackend,
+    jobqueue_kwargs,
+    schema_settings,
+    worker_job_ids,
+)  # fmt: skip
 
 # What the common pending reasons (squeue %r) mean for a Dask worker job.
 PENDING_REASONS = {
@@ -42,40 +42,18 @@ PENDING_REASONS = {
 }
 
 
-def settings(cfg: Mapping) -> dict:
-    """executor.slurm, checked against the config schema, with the schema's defaults."""
-    return schema_settings(cfg, "slurm")
-
-
 def cluster_kwargs(cfg: Mapping) -> dict:
     """Keyword arguments of ``dask_jobqueue.SLURMCluster`` for this config."""
-    s = settings(cfg)
+    s = schema_settings(cfg, "slurm")
     directives = [str(d) for d in s["job_extra_directives"]]
     if int(s["gpus"]) and not any(d.startswith(("--gpus", "--gres")) for d in directives):
         # Slurm sets CUDA_VISIBLE_DEVICES in the job, and the stage's device choice
         # (auto) then picks the GPU variant on the worker.
         directives.append(f"--gpus={int(s['gpus'])}")
-    kwargs = {
-        "cores": int(s["cores"]),
-        "memory": str(s["memory"]),
-        "processes": int(s["processes"]),
-        "walltime": str(s["walltime"]),
-        "queue": s["partition"],
-        "account": s["account"],
-        "job_extra_directives": directives,
-        "scheduler_options": dict(s["scheduler_options"]),
-        "worker_extra_args": [str(a) for a in s["worker_extra_args"]],
-        "job_script_prologue": [str(line) for line in s["job_script_prologue"]],
-        "python": s["python"] or sys.executable,
-    }
-    if s["log_directory"]:
-        kwargs["log_directory"] = str(s["log_directory"])
-    # executor.broker: scheduler and workers register at the broker (docs/broker.md).
-    broker = dask_args(cfg)
-    kwargs["scheduler_options"].update(broker.scheduler_options)
-    kwargs["worker_extra_args"] += broker.worker_args
-    kwargs["job_script_prologue"] += [f"export {k}={shlex.quote(v)}" for k, v in broker.env.items()]
-    return kwargs
+    return jobqueue_kwargs(
+        cfg, s, walltime=str(s["walltime"]), queue=s["partition"], account=s["account"],
+        job_extra_directives=directives,
+    )  # fmt: skip
 
 
 # --- why no worker came: pure functions over squeue's and sacct's output -----------------
@@ -149,8 +127,7 @@ def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProces
 def _cluster_diagnosis(cluster, log_directory: str | None) -> str:
     """What Slurm says about the cluster's worker jobs (or, if none was submitted, why
     sbatch would refuse one)."""
-    ids = sorted({str(job.job_id) for job in getattr(cluster, "workers", {}).values()
-                  if getattr(job, "job_id", None)}, key=lambda j: (len(j), j))  # fmt: skip
+    ids = worker_job_ids(cluster, key=lambda j: (len(j), j))
     try:
         if not ids:
             test = _run(["sbatch", "--test-only"], stdin=cluster.job_script())
@@ -171,43 +148,26 @@ def _cluster_diagnosis(cluster, log_directory: str | None) -> str:
     return diagnosis(ids, queued, ended, log_directory, last_errors)
 
 
-def client(cfg: Mapping, workers: int):
-    """A ``distributed.Client`` of an adaptive SLURMCluster with at least one worker."""
-    if shutil.which("sbatch") is None:
-        raise ClusterError(
-            "executor type 'slurm' submits Dask workers with sbatch, which is not on PATH "
-            "here: run the stage job where sbatch works (or use profiles/slurm, which runs "
-            "the jobs themselves as Slurm jobs)"
-        )
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError as err:
-        raise ClusterError(
-            f"executor type 'slurm' needs dask-jobqueue: pip install 'swift-rules[slurm]' ({err})"
-        ) from err
+class SlurmBackend(BatchBackend):
+    kind, title = "slurm", "Slurm"
+    cluster_class = "dask_jobqueue:SLURMCluster"
+    command, submit_from = "sbatch", "where sbatch works"
 
-    s = settings(cfg)
-    minimum, maximum, timeout = adaptive_limits(cfg, workers)
-    export_token(cfg)
-    try:
-        cluster = SLURMCluster(**cluster_kwargs(cfg))
-    except Exception as err:
-        raise ClusterError(f"cannot start the Slurm Dask cluster: {err}") from err
-    try:
-        cluster.adapt(minimum=minimum, maximum=maximum)
-        # adapt() submits only when there is work or a minimum: ask for one worker now,
-        # so that the wait below is bounded even with minimum_workers: 0.
-        if minimum == 0:
-            cluster.scale(1)
-    except BaseException:
-        cluster.close()
-        raise
-    where = f"partition {s['partition']}" if s["partition"] else "the default partition"
-    return first_worker(
-        cluster,
-        timeout,
-        f"Slurm Dask cluster: {cluster.scheduler_address}, {minimum}-{maximum} worker "
-        f"job(s) of {s['cores']} core(s), {s['memory']}, {s['walltime']} in {where}",
-        f"Slurm ({where})",
-        lambda: _cluster_diagnosis(cluster, s["log_directory"]),
-    )
+    @property
+    def where(self) -> str:
+        partition = self.settings["partition"]
+        return f"partition {partition}" if partition else "the default partition"
+
+    @property
+    def giver(self) -> str:
+        return f"Slurm ({self.where})"
+
+    def cluster_kwargs(self) -> dict:
+        return cluster_kwargs(self.cfg)
+
+    def describe(self) -> str:
+        s = self.settings
+        return f" of {s['cores']} core(s), {s['memory']}, {s['walltime']} in {self.where}"
+
+    def diagnosis(self, cluster) -> str:
+        return _cluster_diagnosis(cluster, self.settings["log_directory"])

@@ -84,6 +84,9 @@ def serve(args) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
     )
+    # The command line prints swift_rules' own loggers at INFO (cli.log_to_stderr): the
+    # broker's --log-level is theirs too (DEBUG: every relay).
+    logging.getLogger("swift_rules").setLevel(args.log_level)
     try:
         # A token file must be the user's, mode 600 (as ssh wants of keys): whoever can
         # read it can use every cluster behind this broker.

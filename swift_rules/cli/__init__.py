@@ -111,11 +111,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """The ``swift-rules`` command: run in a warm-start child when a local Snakemake run
-    offers one (``swift_rules.warmstart``), else here."""
+    offers one (``swift_rules.warmstart``: its client half; the server half runs ``run``),
+    else here."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    from swift_rules import warmstart
+    from swift_rules.warmstart.client import delegate
 
-    status = warmstart.delegate(argv)
+    status = delegate(argv)
     return run(argv) if status is None else status
 
 

@@ -7,7 +7,7 @@ read its results as Python objects (docs/notebook.md).
     wf.display()                     # live progress; the kernel stays free
     wf.wait()
     wf.plots("plots/postfit_*")      # inline
-    wf.fit_results()                 # the AGC fit, as a table
+    wf.fit_results()                 # the fit, as a table
     sn.attach("..")                  # from any later kernel
 
 A workflow runs as a process of its own (Snakemake under a small supervisor, in a new

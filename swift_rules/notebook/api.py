@@ -554,10 +554,10 @@ class Workflow:
         except ResultError as err:
             raise NotebookError(str(err)) from None
 
-    def fit_results(self) -> FitResults:
-        """The AGC fit (``results/fit/fit_results.json``): ``ttbar_norm`` and every
-        nuisance parameter, shown as a table."""
-        path = self._need(self.results / "fit" / "fit_results.json", "fit results")
+    def fit_results(self, path: str = "fit/fit_results.json") -> FitResults:
+        """A fit's results, the JSON at ``path`` under the results folder (``poi`` and
+        ``parameters``, each with ``bestfit`` and ``uncertainty``), shown as a table."""
+        path = self._need(self.results / path, "fit results")
         return FitResults(json.loads(path.read_text()))
 
     def plots(self, pattern: str = "*", show: bool = True) -> list[Path]:
@@ -627,7 +627,7 @@ def _failure_text(s: Status) -> str:
 
 
 class FitResults(dict):
-    """The AGC fit results (the JSON, as a dict) with a table as its display."""
+    """A fit's results (the JSON, as a dict) with a table as its display."""
 
     @property
     def poi(self) -> tuple[str, float, float]:

@@ -38,7 +38,7 @@ SR = Plan(config)
 # environment, not params: changing it reruns nothing. Every Snakemake process that
 # runs jobs (also on a cluster node) parses this file and sets it again.
 os.environ[EXECUTOR_ENV] = SR.executor_json()
-# Warm start (swift_rules/warmstart.py): the jobs Snakemake runs on this machine fork
+# Warm start (swift_rules/warmstart/): the jobs Snakemake runs on this machine fork
 # from one process that has coffea & co. imported, instead of importing them each time.
 offer_warm_start(workflow, SR.config["executor"]["warm_start"])
 

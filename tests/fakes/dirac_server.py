@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 sys.path.insert(0, str(REPO / "environment"))
 import envs

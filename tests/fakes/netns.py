@@ -12,11 +12,14 @@ import pytest
 
 
 class Namespace:
-    def __init__(self, tag: int):
-        self.name = f"swsec{tag}"
-        self.veth = (f"ssc{tag}a", f"ssc{tag}b")
+    """Named ``NAME<tag>``, joined by the veth pair ``VETH<tag>a``/``b``, on the network
+    10.SUBNET.x.0/24 (distinct names and networks for namespaces alive at once)."""
+
+    def __init__(self, tag: int, name: str = "swsec", veth: str = "ssc", subnet: int = 233):
+        self.name = f"{name}{tag}"
+        self.veth = (f"{veth}{tag}a", f"{veth}{tag}b")
         octet = 1 + tag % 250
-        self.host_ip, self.ns_ip = f"10.233.{octet}.1", f"10.233.{octet}.2"
+        self.host_ip, self.ns_ip = f"10.{subnet}.{octet}.1", f"10.{subnet}.{octet}.2"
         self.prefix = ["ip", "netns", "exec", self.name]
 
     def _ip(self, *args: str, inside: bool = False) -> None:
@@ -46,17 +49,25 @@ class Namespace:
         return subprocess.run([*self.prefix, *cmd], **kw)
 
 
-@pytest.fixture(scope="module")
-def other_host():
-    """A namespace standing in for another machine on the network."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("a network namespace (another host) needs root and ip (iproute2)")
-    ns = Namespace(os.getpid() % 100_000)
+def brought_up(ns: Namespace, needs: tuple[str, ...] = ("ip",)):
+    """``ns``, created afresh (a namespace left by a killed run is removed first); the
+    test skips where namespaces cannot be made (they need root and ``needs``)."""
+    missing = [tool for tool in needs if shutil.which(tool) is None]
+    if os.geteuid() != 0 or missing:
+        pytest.skip(f"a network namespace needs root and {', '.join(needs)} "
+                    f"(missing: {missing or 'root'})")  # fmt: skip
     ns.down()
     try:
         ns.up()
     except subprocess.CalledProcessError as err:
         ns.down()
         pytest.skip(f"cannot create a network namespace here: {err.stderr.strip()}")
+    return ns
+
+
+@pytest.fixture(scope="module")
+def other_host():
+    """A namespace standing in for another machine on the network."""
+    ns = brought_up(Namespace(os.getpid() % 100_000))
     yield ns
     ns.down()

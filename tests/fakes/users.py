@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 def need_root() -> None:
@@ -80,7 +79,7 @@ def _pairs(env: dict) -> list[str]:
 
 def _python_for(user: User) -> None:
     """The interpreter this user can run, with this environment's packages and the repo."""
-    paths = [str(REPO), str(Path(__file__).parent)]
+    paths = [str(REPO), str(REPO / "tests")]
     if (
         subprocess.run(user.command(sys.executable, "-c", "pass"), capture_output=True).returncode
         == 0

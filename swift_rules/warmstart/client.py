@@ -1,0 +1,179 @@
+"""The client half of warm start: the run's offer (at parse time) and each job's hand-over
+to the server (``swift-rules``' ``main``). It imports nothing of the command line: the
+server half (``swift_rules.warmstart.server``) runs the commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from swift_rules.warmstart.channel import (
+    ENV,
+    HEADER,
+    RUNNING,
+    STATUS,
+    Unavailable,
+    not_private,
+    open_private,
+    parse,
+    peer_uid,
+    recv_exact,
+)  # fmt: skip
+
+_SERVERS: list[subprocess.Popen] = []  # started at parse time (kept: no ResourceWarning)
+CONNECT_TIMEOUT_S = 60.0  # the server binds at once, but a loaded machine may be slow to start it
+
+
+def address(owner_pid: int) -> str:
+    """The ``SWIFT_RULES_WARM`` value for a Snakemake process ``owner_pid`` on this host,
+    in a fresh private folder. Unavailable: none can be made (the reason)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        raise Unavailable("this system cannot tell who is at the other end of a Unix socket")
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base or not_private(base):
+        base = tempfile.gettempdir()
+    try:
+        folder = tempfile.mkdtemp(prefix="swift-rules-warm-", dir=base)
+    except OSError as err:
+        raise Unavailable(f"cannot make a private folder in {base}: {err.strerror}") from None
+    problem = not_private(folder)
+    if problem:
+        raise Unavailable(problem)
+    return f"{socket.gethostname()}:{owner_pid}:{os.path.join(folder, f'{owner_pid}.sock')}"
+
+
+def _off(reason: str) -> None:
+    print(f"swift-rules: warm start off: {reason}", file=sys.stderr)
+
+
+def offer(workflow, enabled: bool) -> None:
+    """At workflow parse time: offer warm start to this run's jobs, or withdraw it.
+
+    Only Snakemake's main process, running jobs on this machine (not through a cluster
+    executor, not a job's own Snakemake inside a batch job) offers it; not a dry run,
+    which runs no job. Snakemake 7 has no such flags, so it never does.
+    """
+    local = getattr(workflow, "is_main_process", False) and getattr(workflow, "local_exec", False)
+    os.environ.pop(ENV, None)
+    if not (enabled and local) or getattr(workflow, "dryrun", True):
+        return
+    try:
+        value = address(os.getpid())
+        # Preload while Snakemake builds its DAG, so that the first jobs need not wait.
+        # (A run with nothing to do loses a background process that exits with Snakemake.)
+        _SERVERS.append(_start_server(parse(value)[2], os.getpid()))
+    except Unavailable as err:
+        _off(str(err))
+        return
+    os.environ[ENV] = value
+
+
+def delegate(argv: list[str]) -> int | None:
+    """Run ``swift-rules ARGV`` in a child of the warm server; its exit status.
+
+    None: no warm start here (not configured, another host, or the server could not
+    take the job before it started): the caller runs the command itself.
+    """
+    spec = parse(os.environ.get(ENV, ""))
+    if spec is None or spec[0] != socket.gethostname():
+        return None
+    _, owner, path = spec
+    problem = not_private(os.path.dirname(path))
+    if problem:
+        _off(problem)
+        return None
+    if os.path.exists(path + ".failed"):
+        return None
+    sock = _connect(path, owner)
+    if sock is None:
+        return None
+    with sock:
+        try:
+            _send_request(sock, argv)
+            if sock.recv(1) != RUNNING:
+                return None  # the server went away before forking: run here
+        except OSError:
+            return None
+        try:
+            status = recv_exact(sock, STATUS.size)
+        except OSError as err:
+            status = b""
+            reason = str(err)
+        else:
+            reason = "connection closed"
+    if len(status) == STATUS.size:
+        return STATUS.unpack(status)[0]
+    print(
+        f"swift-rules: the warm-start server ({path}) went away while running this job "
+        f"({reason}); its log is {path}.log. Rerun the workflow.",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _connect(path: str, owner: int) -> socket.socket | None:
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    server = None
+    while time.monotonic() < deadline:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            return _ours(sock, path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+        except OSError as err:
+            sock.close()
+            _off(f"cannot connect to {path}: {err.strerror}")
+            return None
+        try:
+            if server is None:
+                server = _start_server(path, owner)
+            elif server.poll() not in (None, 0) or os.path.exists(path + ".failed"):
+                return None  # it could not start (see its log); 0: another server took the lock
+        except Unavailable as err:
+            _off(str(err))
+            return None
+        time.sleep(0.05)
+    return None
+
+
+def _ours(sock: socket.socket, path: str) -> socket.socket | None:
+    """``sock`` if the server at its other end runs as this user; else closed, and None."""
+    uid, pid = peer_uid(sock)
+    if uid == os.geteuid():
+        return sock
+    sock.close()
+    _off(f"the server on {path} (pid {pid}) runs as uid {uid}, not as you (uid {os.geteuid()})")
+    return None
+
+
+def _start_server(path: str, owner: int) -> subprocess.Popen:
+    try:
+        log = open_private(path + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    except OSError as err:
+        raise Unavailable(f"cannot open the log {path}.log: {err.strerror}") from None
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "swift_rules.warmstart.server", path, str(owner)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(log)
+
+
+def _send_request(sock: socket.socket, argv: list[str]) -> None:
+    request = json.dumps(
+        {"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path}
+    ).encode()
+    # The length travels with our three standard streams; the child writes to them.
+    socket.send_fds(sock, [HEADER.pack(len(request))], [0, 1, 2])
+    sock.sendall(request)
