@@ -1,17 +1,21 @@
-"""The two separate environments of the REANA checks, built once and reused.
+"""The separate environments of the REANA and engine checks, built once and reused.
 
     python environment/envs.py reana-client    # .venv-reana/: reana-client 0.9.6
+    python environment/envs.py reana-client-0.95  # .venv-reana-0.95/: reana-client 0.95.0a3
     python environment/envs.py snakemake7      # .venv-snakemake7/: Snakemake 7.32.4 + swift-rules
+    python environment/envs.py snakemake8      # .venv-snakemake8/: Snakemake 8.27.1 + swift-rules
     python environment/envs.py diracx          # .venv-diracx/: a DiracX 0.7.0 test server
     python environment/envs.py root            # .venv-root/: ROOT 6.40 (the H->tautau reference)
     python environment/envs.py jupyterhub      # .venv-jupyterhub/: JupyterHub 6.1 + spawners
 
-reana-client pins old dependencies (jsonschema<4, ...) that clash with the project's,
-and REANA 0.9's engine runs Snakemake 7.32.4, which the project's lock (Snakemake 9)
-cannot hold: each gets its own virtual environment at the repository root, from the
-pinned files beside this script. An environment is rebuilt when one of the files it is
-built from changes (their hash is stamped in it); builds take a lock, so concurrent
-test runs wait for one build instead of racing. Needs PyPI (pip's configured index).
+reana-client pins old dependencies (jsonschema<4, ...) that clash with the project's;
+REANA 0.9's engine runs Snakemake 7.32.4 and the 0.95 line's Snakemake 8.27.1, which the
+project's lock (Snakemake 9) cannot hold: each gets its own virtual environment at the
+repository root, from the pinned files beside this script (an engine's environment: its
+requirements file, with the lock as constraints for everything else). An environment is
+rebuilt when one of the files it is built from changes (their hash is stamped in it);
+builds take a lock, so concurrent test runs wait for one build instead of racing. Needs
+PyPI (pip's configured index).
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENT = ROOT / "environment"
 LOCK = ENVIRONMENT / "requirements.lock"
 SNAKEMAKE7 = ENVIRONMENT / "requirements-snakemake7.txt"
+SNAKEMAKE8 = ENVIRONMENT / "requirements-snakemake8.txt"
 REANA_CLIENT = ENVIRONMENT / "requirements-reana-client.txt"
+REANA_CLIENT_095 = ENVIRONMENT / "requirements-reana-client-0.95.txt"
 DIRACX = ENVIRONMENT / "requirements-diracx.txt"
 ROOT_REQUIREMENTS = ENVIRONMENT / "requirements-root.txt"
 JUPYTERHUB = ENVIRONMENT / "requirements-jupyterhub.txt"
@@ -40,7 +46,10 @@ PIP = "pip==26.3"
 # name -> (directory, files it is built from)
 ENVS = {
     "reana-client": (ROOT / ".venv-reana", [REANA_CLIENT]),
+    # REANA's next line (0.95, pre-releases only on PyPI), with its Snakemake 8.27.1.
+    "reana-client-0.95": (ROOT / ".venv-reana-0.95", [REANA_CLIENT_095]),
     "snakemake7": (ROOT / ".venv-snakemake7", [SNAKEMAKE7, LOCK, ROOT / "pyproject.toml"]),
+    "snakemake8": (ROOT / ".venv-snakemake8", [SNAKEMAKE8, LOCK, ROOT / "pyproject.toml"]),
     # The DIRAC tests' server (its pins clash with the project's; the client is in .venv).
     "diracx": (ROOT / ".venv-diracx", [DIRACX]),
     # ROOT from PyPI, for the independent RDataFrame reference of the H->tautau analysis.
@@ -50,11 +59,16 @@ ENVS = {
 }
 # Environments installed from their one requirements file alone.
 PLAIN = {
-    "reana-client": REANA_CLIENT,
-    "diracx": DIRACX,
-    "root": ROOT_REQUIREMENTS,
-    "jupyterhub": JUPYTERHUB,
-}
+    "reana-client": REANA_CLIENT, "reana-client-0.95": REANA_CLIENT_095, "diracx": DIRACX,
+    "root": ROOT_REQUIREMENTS, "jupyterhub": JUPYTERHUB,
+}  # fmt: skip
+# Environments of another Snakemake beside swift-rules and its analysis dependencies:
+# the engine's requirements file, with the lock as constraints for everything else.
+ENGINES = {"snakemake7": SNAKEMAKE7, "snakemake8": SNAKEMAKE8}
+# swift-rules' extras in an engine's environment: what the image has but for the remote
+# inputs (the analysis steps, and rocrate for the run's crate); its snakemake is the
+# engine's own.
+ENGINE_EXTRAS = "analysis,workflow"
 STAMP = ".swift-rules-env"
 KEEP = {".gitignore", ".build.lock"}
 
@@ -78,9 +92,9 @@ def pins(path: Path) -> dict[str, str]:
     return out
 
 
-def snakemake7_constraints() -> str:
-    """The lock without the packages requirements-snakemake7.txt overrides."""
-    overridden = set(pins(SNAKEMAKE7))
+def constraints(requirements: Path) -> str:
+    """The lock without the packages that ``requirements`` (an engine's file) overrides."""
+    overridden = set(pins(requirements))
     lines = [
         line
         for line in LOCK.read_text().splitlines()
@@ -90,7 +104,8 @@ def snakemake7_constraints() -> str:
 
 
 def python_for_envs() -> str:
-    """The interpreter the environments are made with (Snakemake 7 needs Python < 3.12)."""
+    """The interpreter the environments are made with (Snakemake 7 needs Python < 3.12,
+    Snakemake 8 Python >= 3.11)."""
     return os.environ.get("SWIFT_RULES_ENV_PYTHON") or sys.executable
 
 
@@ -99,6 +114,8 @@ def _hash(name: str) -> str:
     for path in ENVS[name][1]:
         digest.update(path.read_bytes())
     digest.update(python_for_envs().encode())
+    if name in ENGINES:
+        digest.update(ENGINE_EXTRAS.encode())
     return digest.hexdigest()
 
 
@@ -119,11 +136,11 @@ def _install(name: str, venv: Path, log) -> None:
         _run([*pip, "--requirement", str(PLAIN[name])], log)
     else:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-            f.write(snakemake7_constraints())
+            f.write(constraints(ENGINES[name]))
         try:
             _run(
-                [*pip, "--constraint", f.name, "--requirement", str(SNAKEMAKE7),
-                 "--editable", f"{ROOT}[analysis]"],
+                [*pip, "--constraint", f.name, "--requirement", str(ENGINES[name]),
+                 "--editable", f"{ROOT}[{ENGINE_EXTRAS}]"],
                 log,
             )  # fmt: skip
         finally:

@@ -551,3 +551,41 @@ def write_workdir(
             )
         )
     return path
+
+
+def result_checksums(folder, generated: str = "data/generated") -> dict[str, str]:
+    """SHA-256 of every result of a run in ``folder`` (a workflow's working directory):
+    each file under results/ that is a result (swift_rules.crate.NOT_RESULTS: not the
+    logs and run records, the run's crate, report.html), and each generated input (under
+    ``generated``). Keys: paths relative to ``folder``."""
+    import hashlib
+    from pathlib import Path
+
+    from swift_rules.crate import NOT_RESULTS
+
+    folder = Path(folder)
+    out = {}
+    for top in ("results", generated):
+        for p in sorted((folder / top).rglob("*")):
+            inside = p.relative_to(folder / top).as_posix()
+            if p.is_file() and not (top == "results" and inside.startswith(NOT_RESULTS)):
+                out[f"{top}/{inside}"] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def assert_same_results(runs: dict) -> None:
+    """The runs ({name: folder}) have the same result files, with the same bytes; an
+    error names, for each run that differs from the first, the files that do."""
+    (first, folder), *others = runs.items()
+    reference = result_checksums(folder)
+    assert len(reference) > 20, f"{first}: only {len(reference)} results in {folder}"
+    problems = []
+    for name, other in others:
+        sums = result_checksums(other)
+        if sums.keys() != reference.keys():
+            extra = sorted(sums.keys() ^ reference.keys())
+            problems.append(f"{name}: other files than {first}'s: {extra[:20]}")
+        differ = sorted(k for k in reference.keys() & sums.keys() if reference[k] != sums[k])
+        if differ:
+            problems.append(f"{name}: {len(differ)} files differ from {first}'s: {differ[:20]}")
+    assert not problems, "\n".join(problems)

@@ -1,11 +1,13 @@
-"""REANA: reana.yaml, the image's environment definition, `reana-client validate`, and
-the whole reference workflow under Snakemake 7.32.4 (REANA 0.9's engine) against
-Snakemake 9.
+"""REANA: reana.yaml, the image's environment definition, `reana-client validate` under
+REANA's two client lines (0.9.6, and 0.95.0a3 with Snakemake 8.27.1), and the whole
+reference workflow under Snakemake 7.32.4 (REANA 0.9's engine), 8.27.1 (the 0.95 line's)
+and 9 (the lock's): the same bytes in every result.
 
-reana-client and Snakemake 7 live in their own environments (.venv-reana/,
-.venv-snakemake7/), which environment/envs.py builds on first use from PyPI: without
-PyPI these tests fail, they do not skip. No REANA server can be reached here, so
-`reana-client run` itself is not tried: everything up to it is.
+reana-client and the older Snakemakes live in their own environments (.venv-reana/,
+.venv-reana-0.95/, .venv-snakemake7/, .venv-snakemake8/), which environment/envs.py
+builds on first use from PyPI: without PyPI these tests fail, they do not skip. No REANA
+server can be reached here, so `reana-client run` itself is not tried: everything up to
+it is.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import pytest
 import uproot
 import yaml
-from helpers import REPO, snakemake_exe
+from helpers import REPO, assert_same_results, snakemake_exe
 
 sys.path.insert(0, str(REPO / "environment"))
 import envs
@@ -31,8 +33,14 @@ import envs
 SPEC = yaml.safe_load((REPO / "reana.yaml").read_text())
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 IMAGE = f"ghcr.io/swift/swift-rules:{VERSION}"
-# Packages whose Snakemake 7 versions differ from the lock's (Snakemake 9) ones.
+# Packages whose Snakemake 7 and 8 versions differ from the lock's (Snakemake 9) ones.
 SNAKEMAKE7_OVERRIDES = {"snakemake", "pulp", "tabulate"}
+SNAKEMAKE8_OVERRIDES = {"snakemake", "pulp", "snakemake-interface-storage-plugins", "wrapt"}
+# Engine environment -> (its Snakemake, its overrides of the lock).
+ENGINES = {"snakemake7": ("7.32.4", SNAKEMAKE7_OVERRIDES),
+           "snakemake8": ("8.27.1", SNAKEMAKE8_OVERRIDES)}  # fmt: skip
+# REANA's client lines: environment -> (reana-client, the Snakemake it validates with).
+CLIENTS = {"reana-client": ("0.9.6", "7.32.4"), "reana-client-0.95": ("0.95.0a3", "8.27.1")}
 # The final outputs, as reana.yaml lists them.
 OUTPUT_FILES = SPEC["outputs"]["files"]
 OUTPUT_DIRS = SPEC["outputs"]["directories"]
@@ -183,16 +191,22 @@ def test_environment_definition_agrees_with_lock():
         assert lock.get(name, version) == version, name
     build_system = pyproject["build-system"]["requires"]
     assert any(r.startswith("hatchling") for r in build_system) and "hatchling" in pins(build)
-    # Snakemake 7's environment: the lock's versions, but for what Snakemake 7 cannot use.
-    sm7 = pins(REPO / "environment/requirements-snakemake7.txt")
-    lines = (REPO / "environment/requirements-snakemake7.txt").read_text().splitlines()
-    assert all("==" in ln for ln in (x.split("#")[0].strip() for x in lines) if ln)
-    assert sm7["snakemake"] == "7.32.4"
-    assert {n for n in sm7 if n in lock and lock[n] != sm7[n]} == SNAKEMAKE7_OVERRIDES
-    # ... and the Snakemake reana-client validates with is the same.
-    reana = pins(REPO / "environment/requirements-reana-client.txt")
+    # The engines' environments: the lock's versions, but for what each cannot use.
+    for name, (version, overrides) in ENGINES.items():
+        path = envs.ENGINES[name]
+        lines = path.read_text().splitlines()
+        assert all("==" in ln for ln in (x.split("#")[0].strip() for x in lines) if ln), name
+        engine = pins(path)
+        assert engine["snakemake"] == version
+        assert {n for n in engine if n in lock and lock[n] != engine[n]} == overrides, name
+    # ... and the Snakemake each client line validates with is its engine's.
+    sm7, sm8 = pins(envs.SNAKEMAKE7), pins(envs.SNAKEMAKE8)
+    reana = pins(envs.REANA_CLIENT)
     assert reana["snakemake"] == sm7["snakemake"]
     assert reana["pulp"] == sm7["pulp"] and reana["tabulate"] == sm7["tabulate"]
+    reana095 = pins(envs.REANA_CLIENT_095)
+    assert reana095["reana-client"] == CLIENTS["reana-client-0.95"][0]
+    assert reana095["snakemake"] == sm8["snakemake"] and reana095["pulp"] == sm8["pulp"]
 
 
 def test_image_name_and_tag_agree():
@@ -218,6 +232,17 @@ def snakemake7_env() -> Path:
     return envs.ensure("snakemake7")
 
 
+@pytest.fixture(scope="module")
+def snakemake8_env() -> Path:
+    return envs.ensure("snakemake8")
+
+
+@pytest.fixture(scope="module", params=sorted(CLIENTS))
+def client_env(request) -> tuple[str, Path]:
+    """Each of REANA's client lines: (its name, its environment)."""
+    return request.param, envs.ensure(request.param)
+
+
 def freeze(venv: Path) -> dict[str, str]:
     out = check(run([venv / "bin/python", "-m", "pip", "freeze", "--all"], cwd=REPO), "freeze")
     return {
@@ -228,37 +253,45 @@ def freeze(venv: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_snakemake7_environment_has_the_locked_versions(snakemake7_env):
-    installed = freeze(snakemake7_env)
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_engine_environment_has_the_locked_versions(name, request):
+    venv = request.getfixturevalue(f"{name}_env")
+    version, overrides = ENGINES[name]
+    installed = freeze(venv)
     lock = pins(REPO / "environment/requirements.lock")
-    sm7 = pins(REPO / "environment/requirements-snakemake7.txt")
-    assert {n: installed.get(n) for n in sm7} == sm7
+    engine = pins(envs.ENGINES[name])
+    assert {n: installed.get(n) for n in engine} == engine
     differ = {n: (v, installed[n]) for n, v in lock.items() if n in installed and installed[n] != v}
-    assert set(differ) == SNAKEMAKE7_OVERRIDES, differ
-    # swift-rules and the analysis stack are there, at the lock's versions.
-    for name in ("coffea", "uproot", "cabinetry", "pyhf", "iminuit", "numpy", "hepdata-lib"):
-        assert installed.get(name) == lock[name], name
-    out = check(run([snakemake7_env / "bin/snakemake", "--version"], cwd=REPO), "version")
-    assert out.strip() == "7.32.4"
+    assert set(differ) == overrides, differ
+    # swift-rules and the analysis stack are there, at the lock's versions (rocrate: the
+    # run's crate).
+    for package in ("coffea", "uproot", "cabinetry", "pyhf", "iminuit", "numpy", "hepdata-lib",
+                    "rocrate"):  # fmt: skip
+        assert installed.get(package) == lock[package], package
+    out = check(run([venv / "bin/snakemake", "--version"], cwd=REPO), "version")
+    assert out.strip() == version
 
 
 @pytest.mark.slow
-def test_reana_client_environment_has_its_pins(reana_env):
-    installed = freeze(reana_env)
-    wanted = pins(REPO / "environment/requirements-reana-client.txt")
+def test_reana_client_environment_has_its_pins(client_env):
+    name, venv = client_env
+    installed = freeze(venv)
+    wanted = pins(envs.PLAIN[name])
     assert {n: installed.get(n) for n in wanted} == wanted
-    assert wanted["reana-client"] == "0.9.6" and wanted["snakemake"] == "7.32.4"
+    assert (wanted["reana-client"], wanted["snakemake"]) == CLIENTS[name]
 
 
 # -- reana-client validate ----------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_reana_client_validate_passes(reana_env, tmp_path):
+def test_reana_client_validate_passes(client_env, tmp_path):
     # In a copy of what would be uploaded: the Snakefile's imports come from there
-    # (PYTHONPATH: reana-client's environment has no swift-rules).
+    # (PYTHONPATH: reana-client's environment has no swift-rules). Both client lines
+    # parse the Snakefile and build its DAG (0.95.0a3 quietly, with Snakemake 8.27.1).
     ws = make_workspace(tmp_path / "ws")
-    proc = run([reana_env / "bin/reana-client", "validate"], cwd=ws, pythonpath=ws, timeout=300)
+    client = client_env[1] / "bin/reana-client"
+    proc = run([client, "validate"], cwd=ws, pythonpath=ws, timeout=300)
     out = check(proc, "reana-client validate")
     assert "Valid REANA specification file." in out, out[-3000:]
     assert "Snakemake specification is invalid" not in out
@@ -308,7 +341,18 @@ def test_reana_sees_each_rule_in_the_image_with_resources_from_config(reana_env,
     assert steps["agc_fit"]["compute_backend"] is None
 
 
-# -- the whole workflow: Snakemake 7.32.4 as REANA's engine calls it, and Snakemake 9 --
+@pytest.mark.slow
+def test_reana_0_95_with_snakemake_8_validates_but_lists_no_steps(tmp_path):
+    # reana-commons 0.95.0a12 (Snakemake 8.27.1) checks that the workflow parses and
+    # returns no steps: what its server would show of the rules cannot be checked here.
+    venv = envs.ensure("reana-client-0.95")
+    ws = make_workspace(tmp_path / "ws")
+    load = LOAD_SPEC.replace("workspace_path=sys.argv[1]", "workspace_path=None")
+    out = check(run([venv / "bin/python", "-c", load], cwd=ws, pythonpath=ws), "load_reana_spec")
+    assert json.loads(out.split("SPEC=", 1)[1].splitlines()[0]) == []
+
+
+# -- the whole workflow: Snakemake 7.32.4 and 8.27.1 as REANA's engines call them, and 9 --
 
 
 def run_snakemake9(ws: Path) -> Path:
@@ -325,20 +369,32 @@ def snakemake9_run(tmp_path_factory):
     return run_snakemake9(make_workspace(tmp_path_factory.mktemp("sm9")))
 
 
+def run_engine(venv: Path, ws: Path, what: str, report: bool = False) -> str:
+    """environment/reana_engine.py in ``venv``: the workspace run as REANA's engine of that
+    Snakemake runs it, and its report (not Snakemake 7's: it fetches licences from the
+    network)."""
+    engine = [venv / "bin/python", REPO / "environment/reana_engine.py", ws, "--cores", "2"]
+    if not report:
+        engine.append("--no-report")
+    return check(run(engine, cwd=ws, env_bin=venv / "bin"), what)
+
+
 @pytest.fixture(scope="module")
 def snakemake7_run(snakemake7_env, tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("sm7"))
-    engine = [
-        snakemake7_env / "bin/python", REPO / "environment/reana_engine.py", ws,
-        "--cores", "2", "--no-report",
-    ]  # fmt: skip
-    out = check(run(engine, cwd=ws, env_bin=snakemake7_env / "bin"), "REANA-like Snakemake 7 run")
-    return ws, out
+    return ws, run_engine(snakemake7_env, ws, "REANA-like Snakemake 7 run")
+
+
+@pytest.fixture(scope="module")
+def snakemake8_run(snakemake8_env, tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("sm8"))
+    return ws, run_engine(snakemake8_env, ws, "REANA-0.95-like Snakemake 8 run", report=True)
 
 
 @pytest.mark.slow
-def test_snakemake7_runs_the_whole_workflow_as_reana_would(snakemake7_run):
-    ws, out = snakemake7_run
+@pytest.mark.parametrize("engine", ["snakemake7", "snakemake8"])
+def test_the_engine_runs_the_whole_workflow_as_reana_would(engine, request):
+    ws, out = request.getfixturevalue(f"{engine}_run")
     for f in OUTPUT_FILES:
         assert (ws / f).stat().st_size > 0, f
     for d in OUTPUT_DIRS:
@@ -346,10 +402,24 @@ def test_snakemake7_runs_the_whole_workflow_as_reana_would(snakemake7_run):
     # Every job was a shell command, printed as the engine prints it for REANA's jobs.
     assert "swift-rules run agc::ttbar" in out and "swift-rules agc fit" in out
     assert re.search(r"(\d+) of \1 steps \(100%\) done", out)
+    if engine == "snakemake8":  # the engine's report, with the rules' categories
+        report = (ws / "report.html").read_text()
+        assert "Report created" in out and "Histograms" in report and "agc::ttbar" in report
+    # The run's crate names the engine that ran it.
+    crate = json.loads((ws / "results/ro-crate-metadata.json").read_text())
+    action = next(e for e in crate["@graph"] if e["@id"] == "#run")
+    assert action["engine"] == f"snakemake {ENGINES[engine][0]}"
 
 
 @pytest.mark.slow
-def test_snakemake7_and_snakemake9_give_identical_outputs(snakemake7_run, snakemake9_run):
+def test_snakemake_7_8_and_9_give_the_same_bytes(snakemake7_run, snakemake8_run, snakemake9_run):
+    # Every result (each file under results/ but the logs, run records and the crate)
+    # and every generated input: the same bytes under the three engines.
+    runs = {"Snakemake 9": snakemake9_run, "Snakemake 7.32.4": snakemake7_run[0],
+            "Snakemake 8.27.1": snakemake8_run[0]}  # fmt: skip
+    assert_same_results(runs)
+    # ... the final outputs among them, histograms compared bin by bin first (a clearer
+    # message if they ever differ).
     assert_same_outputs(snakemake7_run[0], snakemake9_run)
 
 
@@ -376,9 +446,10 @@ def test_htautau_spec_names_its_workflow_config_and_outputs():
 
 
 @pytest.mark.slow
-def test_reana_client_validates_the_htautau_spec(reana_env, tmp_path):
+def test_reana_client_validates_the_htautau_spec(client_env, tmp_path):
     ws = make_workspace(tmp_path / "ws", spec_file=HTT_SPEC_FILE)
-    proc = run([reana_env / "bin/reana-client", "validate"], cwd=ws, pythonpath=ws, timeout=300)
+    client = client_env[1] / "bin/reana-client"
+    proc = run([client, "validate"], cwd=ws, pythonpath=ws, timeout=300)
     out = check(proc, "reana-client validate")
     assert "Valid REANA specification file." in out, out[-3000:]
     assert "Workflow operations appear valid." in out and "ERROR" not in out, out[-3000:]

@@ -16,7 +16,7 @@ from pathlib import Path
 import hist
 import pytest
 import yaml
-from helpers import REPO, nanoaod_file, run_cli, snakemake_exe
+from helpers import REPO, assert_same_results, nanoaod_file, run_cli, snakemake_exe
 
 from swift_rules.datasets import read_fileset
 from swift_rules.device import gpu_status
@@ -88,13 +88,14 @@ def chosen_profiles(project: Path) -> list[str]:
     return sorted(p.name for p in (project / "profiles").iterdir())
 
 
+# Local profile only, no GPU variant, GitHub CI, swift-rules from this checkout.
+MINIMAL = {"backends": "local", "gpu_variant": "no", "ci": "github", "swift_rules_source": "path"}
+
+
 @pytest.fixture(scope="module")
 def minimal(tmp_path_factory) -> Path:
-    """Local profile only, no GPU variant, GitHub CI, swift-rules from this checkout."""
-    return render(
-        tmp_path_factory.mktemp("minimal"),
-        backends="local", gpu_variant="no", ci="github", swift_rules_source="path",
-    )  # fmt: skip
+    """The project of MINIMAL's answers."""
+    return render(tmp_path_factory.mktemp("minimal"), **MINIMAL)
 
 
 def test_minimal_project(minimal):
@@ -343,6 +344,36 @@ def test_installed_project_workflow_and_its_output_checks(minimal, minimal_ci, i
     # Run again: nothing to do.
     again = run_in(minimal, installed, snakemake_exe(), "--profile", "profiles/local", "-n")
     assert job_stats(again.stdout + again.stderr) == {}, again.stdout[-3000:]
+
+
+@pytest.fixture(scope="module")
+def older_engine_runs(tmp_path_factory, installed) -> dict[str, Path]:
+    """The minimal project, rendered anew for each, run as its CI runs its workflow by
+    Snakemake 7.32.4 and 8.27.1 (REANA's engines: .venv-snakemake7/, .venv-snakemake8/,
+    built by environment/envs.py), with the project's package installed as for Snakemake 9."""
+    sys.path.insert(0, str(REPO / "environment"))
+    import envs
+
+    runs = {}
+    for name, version in (("snakemake7", "7.32.4"), ("snakemake8", "8.27.1")):
+        bin_dir = envs.ensure(name) / "bin"
+        project = render(tmp_path_factory.mktemp(name), **MINIMAL)
+        env = {**installed, "PATH": f"{bin_dir}:{installed['PATH']}"}
+        env.pop("VIRTUAL_ENV", None)
+        assert run_in(project, env, "snakemake", "--version").stdout.strip() == version
+        proc = run_in(project, env, "snakemake", "--profile", "profiles/local", "--cores", "2")
+        assert proc.returncode == 0, f"{name}:\n{proc.stdout[-3000:]}{proc.stderr[-5000:]}"
+        runs[f"Snakemake {version}"] = project
+    return runs
+
+
+def test_the_workflow_gives_the_same_bytes_under_snakemake_7_8_and_9(
+    minimal, minimal_ci, older_engine_runs
+):
+    # Every result (results/ but the logs, run records and the crate) and every generated
+    # input: the CI's Snakemake 9 run and those of REANA's engines, byte for byte.
+    assert minimal_ci["workflow"].returncode == 0
+    assert_same_results({"Snakemake 9": minimal, **older_engine_runs})
 
 
 def test_installed_project_switches_to_real_files_as_its_docs_say(minimal, minimal_ci, installed):

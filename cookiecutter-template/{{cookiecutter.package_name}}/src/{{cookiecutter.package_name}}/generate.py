@@ -16,7 +16,8 @@ Branches, named and typed as in CMS NanoAOD: `run`, `luminosityBlock` (uint32), 
 `Jet_btagDeepFlavB` (float32). Objects are ordered by decreasing pT; muons outside
 |eta| < 2.4 or below 3 GeV are not reconstructed.
 
-Deterministic: the events of a file depend only on (seed, dataset, file index, events).
+Deterministic: the events of a file depend only on (seed, dataset, file index, events),
+and so do its bytes (swift-rules' `recreate`: no fresh UUID, no time stamp of the write).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import uproot
+from swift_rules.rootfile import recreate
 
 from {{ cookiecutter.package_name }}.generator import DATASETS
 
@@ -186,7 +188,8 @@ def write_file(path, dataset: str, n: int, *, index: int = 0, seed: int = 42,
     branches = generate_events(dataset, n, index=index, seed=seed)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with uproot.recreate(path, compression=COMPRESSION[compression](1)) as f:
+    # uproot.recreate, but the same bytes every time (UUIDs from the name, a fixed time).
+    with recreate(path, compression=COMPRESSION[compression](1)) as f:
         # mktree with explicit types, not f["Events"] = ...: uproot >= 5.7 would write an
         # RNTuple there, and NanoAOD is a TTree.
         tree = f.mktree("Events", branch_types(DATASETS[dataset]["is_data"]), title="Events")
