@@ -11,12 +11,16 @@
 //
 // The constants (JES factor, JER width, b-tag and W+jets weight steps) are passed in by the
 // port from swift_rules.agc.ttbar, so that both sides use the very same doubles.
+//
+// namespace agc_original: the RDF AGC's own float32 helpers, for the port's "original"
+// arithmetic (a timing and a comparison of what float32 and its pT-digit smearing change).
 #ifndef SWIFT_RULES_AGC_RDATAFRAME_H
 #define SWIFT_RULES_AGC_RDATAFRAME_H
 
 #include <cmath>
 #include <cstdint>
 
+#include "Math/QuantFuncMathCore.h"
 #include "Math/Vector4D.h"
 #include "ROOT/RVec.hxx"
 
@@ -80,6 +84,37 @@ inline ROOT::RVecD flat_variation(double step)
 {
    return ROOT::RVecD{1.0 + step, 1.0 - step};
 }
+
+namespace agc_original {
+
+// As helpers.h of the RDF AGC: a Normal(1, width) factor from the digits of the jet pT.
+inline ROOT::RVecF jet_pt_resolution(const ROOT::RVecF &jet_pt, double width)
+{
+   ROOT::RVecF res(jet_pt.size());
+   for (std::size_t i = 0; i < jet_pt.size(); ++i) {
+      const double u = 0.001 * (static_cast<int>(jet_pt[i] * 1000) % 1000) + 0.0005;
+      res[i] = 1. + ROOT::Math::gaussian_quantile(u, width);
+   }
+   return res;
+}
+
+inline ROOT::RVecF btag_weight_variation(const ROOT::RVecF &jet_pt, double step)
+{
+   ROOT::RVecF res;
+   res.reserve(8);
+   for (float pt : Take(jet_pt, 4)) {
+      res.push_back(1 + step * pt / 50);
+      res.push_back(1 - step * pt / 50);
+   }
+   return res;
+}
+
+inline ROOT::RVecF flat_variation(double step)
+{
+   return 1 + ROOT::RVecF({static_cast<float>(step), static_cast<float>(-step)});
+}
+
+} // namespace agc_original
 
 inline ROOT::RVec<ROOT::Math::PxPyPzMVector>
 ConstructP4(const ROOT::RVecD &pt, const ROOT::RVecD &eta, const ROOT::RVecD &phi, const ROOT::RVecD &m)

@@ -135,7 +135,7 @@ def rdf_job(fileset) -> dict:
 def run_rdf(python: Path, job: dict, tag: str) -> dict:
     """The RDF port's report (see agc_rdataframe_port.py), plus ``process_s``."""
     HERE.mkdir(parents=True, exist_ok=True)
-    job_path, report_path = HERE / "job.json", HERE / f"report-{tag}.json"
+    job_path, report_path = HERE / f"job-{tag}.json", HERE / f"report-{tag}.json"
     job_path.write_text(json.dumps(job))
     report_path.unlink(missing_ok=True)
     # A plain ROOT environment: nothing of the package's venv on its path.
@@ -205,6 +205,26 @@ def compare(ours: dict, rdf: dict) -> tuple[list[list], list[str]]:
     return rows, problems
 
 
+def summarise_original(rows: list[list]) -> None:
+    """What the RDF AGC's own arithmetic changes, per variation (not a pass/fail check)."""
+    by_variation: dict[str, list] = {}
+    for _, _, name, _, _, _, n_bins, d_values, _, verdict in rows:
+        key = next((f"{prefix}*" for prefix in WEIGHTED if name.startswith(prefix)), name)
+        if name in ("scaleup", "scaledown", "ME_var", "PS_var"):
+            key = "ttbar variation samples"
+        entry = by_variation.setdefault(key, [0, 0, 0, 0.0])
+        entry[0] += 1
+        entry[1] += verdict == "ok"
+        entry[2] += n_bins
+        entry[3] = max(entry[3], float(d_values))
+    table(
+        "Histograms, our stage vs the port with the RDF AGC's float32 arithmetic and "
+        "pT-digit smearing (informational)",
+        ["variation", "histograms", "agreeing as above", "bins differing", "max rel. diff sum w"],
+        [[k, n, ok, bins, f"{d:.2g}"] for k, (n, ok, bins, d) in by_variation.items()],
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -216,6 +236,12 @@ def main(argv=None) -> int:
         "--data", type=Path, help="generate the files into DIR instead of the benchmark workflow's"
     )
     parser.add_argument("--preset", default="benchmark", help="with --data: the preset")
+    parser.add_argument(
+        "--original-arithmetic",
+        action="store_true",
+        help="also run the port with the RDF AGC's float32 arithmetic and pT-digit smearing: "
+        "its timing, and what it changes in the histograms",
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
@@ -232,6 +258,7 @@ def main(argv=None) -> int:
     io_floor(fileset, branches)
 
     floor, ours, loops, whole, process = [], [], [], [], []
+    loops_original, whole_original = [], []
     n_events = None
     for i in range(args.repeat):
         n_io, t_io = io_floor(fileset, branches)
@@ -239,6 +266,10 @@ def main(argv=None) -> int:
         out, t_ours = run_ours(fileset)
         ours.append(t_ours)
         report = run_rdf(python, job, str(i))
+        if args.original_arithmetic:
+            original = run_rdf(python, {**job, "arithmetic": "original"}, f"original-{i}")
+            loops_original.append(original["loops_s"])
+            whole_original.append(original["whole_s"])
         loops.append(report["loops_s"])
         whole.append(report["whole_s"])
         process.append(report["process_s"])
@@ -248,36 +279,42 @@ def main(argv=None) -> int:
         if not n_io == n_ours == n_rdf:
             raise RuntimeError(f"events: I/O floor {n_io}, ours {n_ours}, RDF {n_rdf}")
 
-    t_io, t_ours, t_loops, t_whole, t_process = map(
-        statistics.median, (floor, ours, loops, whole, process)
-    )
-    rate = {k: n_events / t for k, t in
-            (("io", t_io), ("ours", t_ours), ("loops", t_loops), ("whole", t_whole))}  # fmt: skip
+    median = statistics.median
+    t_io, t_ours = median(floor), median(ours)
+    rate_io, rate_ours = n_events / t_io, n_events / t_ours
 
-    def row(what, key, t):
-        return [what, f"{n_events:,}", f"{t:.2f}", f"{rate[key]:,.0f}",
-                f"{rate[key] / rate['io']:.2f}", f"{rate['ours'] / rate[key]:.2f}"]  # fmt: skip
+    def row(what, t):
+        rate = n_events / t
+        return [what, f"{n_events:,}", f"{t:.2f}", f"{rate:,.0f}", f"{rate / rate_io:.2f}",
+                f"{rate_ours / rate:.2f}"]  # fmt: skip
 
+    rows = [
+        row("I/O floor (uproot, needed branches)", t_io),
+        row("agc::ttbar stage (coffea Runner, 1 core)", t_ours),
+        row("RDF port, event loops only (1 thread)", median(loops)),
+        row("RDF port, whole: helpers, booking (JIT), RunGraphs", median(whole)),
+    ]
+    passes = {"floor": floor, "ours": ours, "RDF loops": loops, "RDF whole": whole}
+    if args.original_arithmetic:
+        rows += [
+            row("RDF port, float32 as the RDF AGC: event loops only", median(loops_original)),
+            row("RDF port, float32 as the RDF AGC: whole", median(whole_original)),
+        ]
+        passes.update({"float32 loops": loops_original, "float32 whole": whole_original})
     table(
         f"agc::ttbar stage vs RDataFrame port of the AGC, 1 core, medians of {args.repeat} "
         f"({machine()}; ROOT {report['root']})",
         ["what", "events", "wall time [s]", "events/s", "ratio to I/O floor",
          "ours / this (speed)"],
-        [
-            row("I/O floor (uproot, needed branches)", "io", t_io),
-            row("agc::ttbar stage (coffea Runner, 1 core)", "ours", t_ours),
-            row("RDF port, event loops only (1 thread)", "loops", t_loops),
-            row("RDF port, whole: helpers, booking + JIT, RunGraphs", "whole", t_whole),
-        ],
+        rows,
     )  # fmt: skip
     print(
         f"RDF port (last pass): import ROOT {report['import_s']:.2f} s, helpers "
         f"{report['declare_s']:.2f} s, booking (jits the expressions) {report['book_s']:.2f} s, "
         f"RunGraphs {report['run_graphs_s']:.2f} s (of which event loops {report['loops_s']:.2f} "
-        f"s wall, {report['loops_cpu_s']:.2f} s CPU; {report['n_loops']} loops), process "
-        f"{t_process:.2f} s (median)"
+        f"s wall, {report['loops_cpu_s']:.2f} s CPU; {report['n_loops']} loops); whole "
+        f"process {median(process):.2f} s (median)."
     )
-    passes = {"floor": floor, "ours": ours, "RDF loops": loops, "RDF whole": whole}
     print("per pass [s]:", "; ".join(f"{k} {[round(x, 2) for x in v]}" for k, v in passes.items()))
     print(f"load average (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
@@ -291,6 +328,8 @@ def main(argv=None) -> int:
     n_counts = sum(1 for r in rows if r[3] == "counts")
     print(f"{len(rows)} histograms compared: {n_counts} of counts (must be equal), "
           f"{len(rows) - n_counts} weighted (relative tolerance {WEIGHTED_RTOL:g}).")  # fmt: skip
+    if args.original_arithmetic:
+        summarise_original(compare(out, original)[0])
     if problems:
         print("DISAGREEMENT:\n  " + "\n  ".join(problems))
         return 1

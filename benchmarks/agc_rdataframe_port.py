@@ -17,12 +17,17 @@ same), and the b-tag branch and threshold. See agc_rdataframe.h.
 
 JOB.json: {"samples": [{"name", "process", "variation", "files"}], "btag_branch",
 "btag_threshold", "bins", "low", "high", "jes_factor", "jer_width", "btag_step",
-"wjets_step"}. REPORT.json: per sample its events and its histograms
-(``{region: {variation: {"values", "variances"}}}``, flow bins included), and timings:
-``import_s`` (import ROOT), ``declare_s`` (the helpers), ``book_s`` (building the graphs),
-``jit_s`` (RunGraphs' just-in-time compilation), ``loops_s`` (the event loops, RDF's own
-clock), ``run_graphs_s`` and ``whole_s`` (declare + book + RunGraphs). Imports nothing of
-the package and needs nothing but ROOT.
+"wjets_step", "arithmetic"}. ``arithmetic`` "ours" (the default) is the comparable port;
+"original" keeps the RDF AGC's float32 jet pT, HT and weights and its pT-digit smearing
+(``agc_original::`` in the header), to time them and to see what they change.
+
+REPORT.json: per sample its events and its histograms (``{region: {variation: {"values",
+"variances"}}}``, flow bins included), and timings: ``import_s`` (import ROOT),
+``declare_s`` (the helpers), ``book_s`` (building the graphs: ROOT 6.40 just-in-time
+compiles each Define and Filter as it is booked), ``jit_s`` (what RunGraphs reports
+compiling before its loops), ``loops_s`` and ``loops_cpu_s`` (the event loops, RDF's own
+clock), ``run_graphs_s``, and ``whole_s`` (helpers + booking + RunGraphs). Imports
+nothing of the package and needs nothing but ROOT.
 """
 
 import json
@@ -71,22 +76,29 @@ def book_histos(ROOT, df, process, variation, job):
     """The booked histograms of one sample: {region: result}, plus its event count."""
     btag, threshold = f"Jet_{job['btag_branch']}", repr(float(job["btag_threshold"]))
     count = df.Count()
-    # Our stage's float64 jet pT (the RDF AGC keeps NanoAOD's float32 RVecF).
-    df = df.Redefine("Jet_pt", "ROOT::RVecD(Jet_pt)")
+    jes, jer = repr(float(job["jes_factor"])), repr(float(job["jer_width"]))
+    btag_step, wjets_step = repr(float(job["btag_step"])), repr(float(job["wjets_step"]))
+    original = job.get("arithmetic", "ours") == "original"
+    if original:  # the RDF AGC's: float32 jet pT, its pT-digit smearing
+        ns, vec = "agc_original::", "ROOT::RVecF"
+        jes = f"static_cast<float>({jes})"
+        resolution = f"agc_original::jet_pt_resolution(Jet_pt, {jer})"
+    else:  # our stage's float64 jet pT and seeded smearing
+        ns, vec = "", "ROOT::RVecD"
+        df = df.Redefine("Jet_pt", "ROOT::RVecD(Jet_pt)")
+        resolution = f"jet_pt_resolution(run, luminosityBlock, event, Jet_pt.size(), {jer})"
     df = df.Define("Weights", "1.0")
     if variation == "nominal":
         df = df.Vary(
             "Jet_pt",
-            f"ROOT::RVec<ROOT::RVecD>{{Jet_pt * {job['jes_factor']!r}, Jet_pt * "
-            f"jet_pt_resolution(run, luminosityBlock, event, Jet_pt.size(), "
-            f"{job['jer_width']!r})}}",
+            f"ROOT::RVec<{vec}>{{Jet_pt * {jes}, Jet_pt * {resolution}}}",
             ["pt_scale_up", "pt_res_up"],
             "jet_pt",
         )
         if process == "wjets":
             df = df.Vary(
                 "Weights",
-                f"Weights * flat_variation({job['wjets_step']!r})",
+                f"Weights * {ns}flat_variation({wjets_step})",
                 ["scale_var_up", "scale_var_down"],
                 "scale_var",
             )
@@ -115,7 +127,7 @@ def book_histos(ROOT, df, process, variation, job):
     if variation == "nominal":
         df = df.Vary(
             "Weights",
-            f"Weights * btag_weight_variation(Jet_pt_cut, {job['btag_step']!r})",
+            f"ROOT::RVecD{{Weights * {ns}btag_weight_variation(Jet_pt_cut, {btag_step})}}",
             [f"btag_var_{i}_{d}" for i in range(4) for d in ("up", "down")],
             "btag_var",
         )
