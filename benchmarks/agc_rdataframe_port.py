@@ -155,7 +155,7 @@ JIT = re.compile(r"Just-in-time compilation phase.*completed in ([\d.e+-]+) seco
 
 
 def run_graphs(ROOT, handles):
-    """RunGraphs with RDF's log on; (wall s, jit s, event-loop s, event-loop CPU s)."""
+    """RunGraphs with RDF's log on: (wall s, jit s, loops s, loops CPU s, number of loops)."""
     verbosity = ROOT.RLogScopedVerbosity(ROOT.Detail.RDF.RDFLogChannel(), ROOT.ROOT.ELogLevel.kInfo)
     # RDF logs to stderr (file descriptor 2): catch it in a file for the timings.
     with tempfile.TemporaryFile(mode="w+") as log:
