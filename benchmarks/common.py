@@ -38,7 +38,10 @@ def benchmark_fileset() -> dict[str, list[str]]:
     """Generate (once; Snakemake skips existing files) and list the benchmark files."""
     snakemake("data/benchmark/fileset.json")
     layout = json.loads((REPO / "data/benchmark/fileset.json").read_text())
-    return {
+    if all(isinstance(entry.get("files"), dict) for entry in layout.values()):
+        # coffea's fileset: {dataset: {"files": {path: {...}}, "metadata": {...}}}
+        return {name: [str(REPO / p) for p in entry["files"]] for name, entry in layout.items()}
+    return {  # the AGC's nanoaod_inputs.json: {process: {variation: {"files": [{"path"}]}}}
         f"{process}__{variation}": [str(REPO / f["path"]) for f in entry["files"]]
         for process, variations in layout.items()
         for variation, entry in variations.items()
