@@ -10,6 +10,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LOCK   := environment/requirements.lock
 CORES  ?= all
+# Test processes (pytest-xdist): tests of one batch system, browser or file share one.
+TEST_PROCESSES ?= 2
 
 .PHONY: agc htautau test lint docs benchmarks clean
 
@@ -37,7 +39,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 test: lint docs
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup
 
 benchmarks: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/run_all.py

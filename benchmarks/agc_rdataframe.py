@@ -34,8 +34,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from common import REPO, WORK, benchmark_fileset, machine, table
-from stage_throughput import COUNTERS, io_floor
+from common import REPO, WORK, benchmark_fileset, floor_branches, machine, table
+from stage_throughput import io_floor
 
 from swift_rules.agc import kernels, ttbar
 from swift_rules.agc.samples import BINS, HIGH, LOW, REGIONS, split_sample_name
@@ -61,28 +61,6 @@ def generated_fileset(data: Path, preset: str) -> dict[str, list[str]]:
     events, files = DEFAULT_SIZES[preset]
     generate_dataset(data, events_per_file=events, files_per_sample=files, seed=42)
     return {s: sorted(str(p) for p in (data / s).glob("*.root")) for s in events}
-
-
-def floor_branches(path: str) -> list[str]:
-    """The branches the stage reads from ``path``: its required branches, each choice of
-    alternatives resolved against the file (the first whose branches all exist), and the
-    counters NanoEvents takes the offsets from."""
-    import uproot
-
-    with uproot.open(path) as f:
-        present = set(f["Events"].keys())
-    out = set(COUNTERS)
-    for entry in TtbarProcessor().required_branches():
-        if isinstance(entry, str):
-            out.add(entry)
-            continue
-        for alternative in entry:
-            if set(alternative) <= present:
-                out.update(alternative)
-                break
-        else:
-            raise KeyError(f"{path}: none of {entry} present")
-    return sorted(out)
 
 
 def run_ours(fileset) -> tuple[dict, float]:

@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 import uproot
-from common import machine, table
+from common import floor_branches, machine, table
 
 from swift_rules.agc.generate import generate_dataset
 from swift_rules.agc.ttbar import TtbarProcessor
@@ -32,7 +32,6 @@ from swift_rules.remote import rewrite
 from swift_rules.xrootd_server import XRootDServer
 
 SAMPLE = "ttbar__nominal"
-COUNTERS = ["nJet", "nElectron", "nMuon"]
 
 
 def read_branches(files, branches) -> float:
@@ -73,7 +72,7 @@ def main() -> None:
             samples=[tuple(SAMPLE.split("__"))], seed=1,
         )  # fmt: skip
         local = sorted(str(p) for p in (base / "data" / SAMPLE).glob("*.root"))
-        branches = sorted(set(TtbarProcessor().required_branches()) | set(COUNTERS))
+        branches = floor_branches(local[0])
         rows = measure(base, local, branches, args.repeat)
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -15,12 +15,9 @@ import time
 import warnings
 
 import uproot
-from common import benchmark_fileset, machine, table
+from common import benchmark_fileset, floor_branches, machine, table
 
 from swift_rules.agc.ttbar import TtbarProcessor
-
-# Counters are read too: NanoEvents takes the offsets from them.
-COUNTERS = ["nJet", "nElectron", "nMuon"]
 
 
 def io_floor(fileset, branches) -> tuple[int, float]:
@@ -56,7 +53,7 @@ def main() -> None:
     fileset = benchmark_fileset()
     if args.files_per_sample:
         fileset = {s: f[: args.files_per_sample] for s, f in fileset.items()}
-    branches = sorted(set(TtbarProcessor().required_branches()) | set(COUNTERS))
+    branches = floor_branches(next(iter(fileset.values()))[0])
 
     # Warm-up: compile/load the numba kernels, fill the page cache for both readers.
     first = next(iter(fileset))

@@ -185,7 +185,7 @@ class Executor(RemoteExecutor):
     async def check_active_jobs(self, active_jobs):
         async with self.status_rate_limiter:
             try:
-                states = self.transport.status(j.external_jobid for j in active_jobs)
+                found = self.transport.status(j.external_jobid for j in active_jobs)
                 self._unreachable_since = None
             except DiracAuthError as err:
                 for j in active_jobs:  # no retry: a refused token stays refused
@@ -204,7 +204,7 @@ class Executor(RemoteExecutor):
                                           f"{self.settings.unreachable_timeout} s")  # fmt: skip
                 return
         for j in active_jobs:
-            state = states.get(j.external_jobid)
+            state = found.get(j.external_jobid)
             if state is None:
                 self.report_job_error(j, msg=f"DIRAC job {j.external_jobid} is unknown to "
                                       "the server (deleted?)")  # fmt: skip

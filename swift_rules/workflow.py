@@ -417,11 +417,23 @@ class Plan:
         """What the crate records: every other target of the workflow."""
         return [t for t in self.targets() if t != self.crate()] + self.extra_targets
 
+    def recorded_config(self) -> dict:
+        """The config as the crate records it: what decides the outputs. Where and how the
+        jobs ran (the executor, REANA's resources, each stage's resources) is left out:
+        the jobs' run records say it, and changing it reruns nothing, the crate included."""
+        out = {k: v for k, v in self.config.items() if k not in ("executor", "reana")}
+        out["stages"] = {
+            name: {k: v for k, v in settings.items() if k not in RESOURCE_KEYS}
+            for name, settings in (self.config.get("stages") or {}).items()
+        }
+        return out
+
     def crate_args(self, snakefile: str, engine: str) -> str:
         return shlex.join([
             "--results", self.results, "--workflow", os.path.relpath(snakefile),
             "--engine", engine, "--config",
-            json.dumps(self.config, sort_keys=True, separators=(",", ":"), default=str),
+            json.dumps(self.recorded_config(), sort_keys=True, separators=(",", ":"),
+                       default=str),
         ])  # fmt: skip
 
     def targets(self) -> list[str]:

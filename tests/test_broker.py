@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes.netns import Namespace, brought_up
+from helpers import load_result
 
 from swift_rules.backends.broker_comm import BrokerBackend
 from swift_rules.broker import protocol
@@ -684,7 +685,6 @@ def test_stage_job_through_a_broker(procs, tmp_path, token_file, tiny_dataset):
     """`swift-rules run` with executor type address and a broker:// scheduler: the token
     comes from executor.broker.token_file; the result is bit-identical to a local Dask
     run's with the same chunking."""
-    from swift_rules.results import load_result
 
     broker = start_broker(procs, tmp_path, token_file)
     via = f"127.0.0.1:{broker.port}"
@@ -729,11 +729,11 @@ POOL_ENV = Path("/var/cache/swift-rules/pool.env")
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("htcondor")  # the pool's tests run in one test process
 def test_htcondor_dask_workers_through_the_broker(procs, tmp_path, request):
     """executor type htcondor with executor.broker on the personal HTCondor pool: the
     stage job's scheduler listens on the broker, the worker jobs register there, and
     the result is bit-identical to a local Dask run. (The pool is not firewalled.)"""
-    from swift_rules.results import load_result
 
     if not POOL_ENV.exists():
         pytest.skip(f"no personal HTCondor pool ({POOL_ENV}): .ci/htcondor/setup.sh starts one")

@@ -169,7 +169,9 @@ def test_ctrl_c_kills_the_dirac_jobs(dirac, tmp_path):
             running = [i for i, s in states.items() if i not in before and s == "Running"]
             time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        # Cancelling waits for the status check in flight and the kill request: each is
+        # one request of up to 30 s, retried once, to a server that may be busy.
+        out, _ = proc.communicate(timeout=150)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -57,11 +57,12 @@ def test_source_date_epoch_is_the_time_written(tmp_path, monkeypatch):
 def test_two_clean_runs_and_another_executor_give_the_same_bytes(tmp_path):
     first = write_workdir(tmp_path / "first", fit=True, extra_stage=False)
     second = write_workdir(tmp_path / "second", fit=True, extra_stage=False)
-    # The second run: its stage jobs on a local Dask cluster of two workers, cold.
+    # The second run: its stage jobs on a local Dask cluster of two workers (threads:
+    # worker processes would cost each of the 18 jobs seconds of imports), cold.
     config_path = second / "config/config.yaml"
     config = yaml.safe_load(config_path.read_text())
     config["stages"]["agc::ttbar"]["threads"] = 2
-    config["executor"] = {"warm_start": False}
+    config["executor"] = {"warm_start": False, "processes": False}
     config_path.write_text(yaml.safe_dump(config))
     snakemake(first)
     snakemake(second)

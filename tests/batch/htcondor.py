@@ -132,8 +132,12 @@ def _hold_first_stage_job(path: Path, stop: threading.Event, held: list) -> None
 @pytest.fixture(scope="session")
 def htcondor_profile_run(htcondor_pool, htcondor_local_run):
     """The workflow through profiles/htcondor: a first run in which a stage job is held
-    (and fails), then a rerun that completes. ``local``: the local run to compare with."""
+    (and fails), then a rerun that completes. ``local``: the local run to compare with.
+    The generated inputs are the local run's (copied), so the pool's run starts at the
+    fileset."""
     path = workdir(htcondor_pool, "condor", PROFILE_CONFIG)
+    in_pool("cp", "-r", "--preserve=timestamps", htcondor_local_run / "data", path / "data",
+            cwd=path)  # fmt: skip
     cmd = snakemake_cmd("htcondor", path, "--seconds-between-status-checks", "1", "--retries", "0")
     stop, held = threading.Event(), []
     holder = threading.Thread(target=_hold_first_stage_job, args=(path, stop, held), daemon=True)
