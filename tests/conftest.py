@@ -55,7 +55,6 @@ def _group(item) -> str:
     return "users-and-hosts" if module in SHARED_HOST else module
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:  # a test may name its own
-            item.add_marker(pytest.mark.xdist_group(_group(item)))
+def pytest_itemcollected(item):  # (before xdist reads the groups, at the end of collection)
+    if item.get_closest_marker("xdist_group") is None:  # a test may name its own
+        item.add_marker(pytest.mark.xdist_group(_group(item)))

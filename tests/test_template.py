@@ -261,7 +261,9 @@ def installed(tmp_path_factory, minimal, gpu_project) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)  # python, snakemake, swift-rules
     # The install folder first, then this environment's own path (this checkout).
     path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    # The rendered project's CI runs its own pytest: not with this run's options.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    return {**env, "PYTHONPATH": path, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
 def run_in(project: Path, env: dict[str, str], *cmd: str) -> subprocess.CompletedProcess:
