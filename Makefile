@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LOCK   := environment/requirements.lock
 CORES  ?= all
-# Test processes (pytest-xdist): tests of one batch system, browser or file share one.
+# Test processes (pytest-xdist): the tests of one file run in one of them.
 TEST_PROCESSES ?= 2
 
 .PHONY: agc htautau test lint docs benchmarks clean
@@ -39,7 +39,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 test: lint docs
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 benchmarks: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/run_all.py

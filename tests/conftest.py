@@ -34,27 +34,3 @@ def tiny_dataset(tmp_path_factory) -> dict[str, list[str]]:
         seed=7,
     )
     return {n: sorted(str(p) for p in (out / n).glob("*.root")) for n in names}
-
-
-# --- the test processes (make test runs pytest-xdist with --dist loadgroup) ------------------
-# Tests that share a session fixture of a batch system or the browser run in one process,
-# so each is set up once; so do the tests of one file (its module fixtures), and the files
-# that create local users or network namespaces (useradd takes a lock; one at a time).
-BACKEND_FIXTURES = {"htcondor": "htcondor", "slurm": "slurm", "dirac": "dirac"}
-SHARED_HOST = {"test_broker", "test_remote", "test_results_security", "test_runner",
-               "test_warmstart"}  # fmt: skip
-
-
-def _group(item) -> str:
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    names = [*item.fixturenames, *(str(v) for v in params.values())]
-    for backend, group in BACKEND_FIXTURES.items():
-        if any(name == backend or name.startswith(backend + "_") for name in names):
-            return group
-    module = item.module.__name__.rpartition(".")[2]
-    return "users-and-hosts" if module in SHARED_HOST else module
-
-
-def pytest_itemcollected(item):  # (before xdist reads the groups, at the end of collection)
-    if item.get_closest_marker("xdist_group") is None:  # a test may name its own
-        item.add_marker(pytest.mark.xdist_group(_group(item)))

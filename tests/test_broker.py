@@ -729,7 +729,6 @@ POOL_ENV = Path("/var/cache/swift-rules/pool.env")
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("htcondor")  # the pool's tests run in one test process
 def test_htcondor_dask_workers_through_the_broker(procs, tmp_path, request):
     """executor type htcondor with executor.broker on the personal HTCondor pool: the
     stage job's scheduler listens on the broker, the worker jobs register there, and

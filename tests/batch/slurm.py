@@ -29,6 +29,9 @@ TEARDOWN = REPO / ".ci" / "slurm" / "teardown.sh"
 STATE = Path(os.environ.get("SWIFT_SLURM_STATE", "/var/cache/swift-rules/slurm/cluster.env"))
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 # Faster than the profile's 40 s for a test; the plugin adds 10 s per idle check.
+# Jobs of this test session only: a folder of an earlier session may have had the same
+# path (pytest --basetemp), and the cluster's accounting keeps its jobs.
+SESSION_START = time.strftime("%Y-%m-%dT%H:%M:%S")
 FAST = ["--slurm-init-seconds-before-status-checks", "1", "--retries", "0"]
 
 
@@ -73,7 +76,7 @@ def queued(workdir: Path) -> list[list[str]]:
 def accounted(workdir: Path, *fields: str) -> list[dict[str, str]]:
     """sacct's rows (one per job) for the jobs that ran in ``workdir``."""
     names = ["JobIDRaw", "WorkDir", *fields]
-    out = slurm("sacct", "-X", "-n", "-P", "-S", "2000-01-01", "-o", ",".join(names))
+    out = slurm("sacct", "-X", "-n", "-P", "-S", SESSION_START, "-o", ",".join(names))
     rows = [dict(zip(names, line.split("|"))) for line in out.splitlines() if line.strip()]
     return [row for row in rows if row["WorkDir"] == str(workdir)]
 
