@@ -32,6 +32,7 @@ classic commands).
 # No `from __future__ import annotations`: Snakemake turns the settings' type hints
 # into argparse types, so they must be real types.
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,10 @@ class Executor(RemoteExecutor):
         self.jobdir.mkdir(parents=True, exist_ok=True)
         self.transport = make_transport(s, self.jobdir)
         self._unreachable_since: float | None = None
+        # The ids of the jobs submitted and not yet ended. A status check takes the jobs
+        # off Snakemake's active list while it runs, so a Ctrl-C then would kill nothing.
+        self._unended: set[str] = set()
+        self._unended_lock = threading.Lock()
         try:
             who = self.transport.check()
         except DiracError as err:
@@ -178,7 +183,21 @@ class Executor(RemoteExecutor):
         self.logger.info(f"Job {job.jobid} ({job.name}) submitted to DIRAC as job {job_id}")
         aux = {"clock": states.Clock(submitted=time.monotonic()), "folder": folder,
                "outputs": outputs}  # fmt: skip
+        with self._unended_lock:
+            self._unended.add(job_id)
         self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id, aux=aux))
+
+    def report_job_success(self, job_info):
+        self._ended(job_info)
+        super().report_job_success(job_info)
+
+    def report_job_error(self, job_info, msg=None, **kwargs):
+        self._ended(job_info)
+        super().report_job_error(job_info, msg=msg, **kwargs)
+
+    def _ended(self, job_info):
+        with self._unended_lock:
+            self._unended.discard(job_info.external_jobid)
 
     # --- status ---------------------------------------------------------------------------
 
@@ -264,7 +283,9 @@ class Executor(RemoteExecutor):
         self.report_job_error(j, msg=f"DIRAC job {j.external_jobid} {reason}{tail}")
 
     def cancel_jobs(self, active_jobs):
-        ids = [j.external_jobid for j in active_jobs]
+        with self._unended_lock:
+            unended = set(self._unended)
+        ids = sorted(unended | {j.external_jobid for j in active_jobs})
         if ids:
             try:
                 self.transport.kill(ids)

@@ -559,3 +559,22 @@ def test_the_transport_is_chosen_by_name(tmp_path, monkeypatch):
         make_transport(plugin_settings(), tmp_path)
     with pytest.raises(WorkflowError, match="'grpc' is not diracx or classic"):
         make_transport(plugin_settings(transport="grpc"), tmp_path)
+
+
+def test_ctrl_c_during_a_status_check_still_kills_the_jobs():
+    """Snakemake takes the jobs off its active list while a status check runs: a Ctrl-C
+    then passes no job to cancel, and the executor kills the jobs it knows are unended."""
+    import logging
+    import threading
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_dirac import Executor
+
+    killed: list[str] = []
+    executor = object.__new__(Executor)  # (its __post_init__ would log in to a server)
+    executor._unended, executor._unended_lock = {"7", "12"}, threading.Lock()
+    executor.transport = SimpleNamespace(kill=killed.extend)
+    executor.logger = logging.getLogger("test")
+    executor._ended(SimpleNamespace(external_jobid="12"))  # ended: not killed
+    executor.cancel_jobs([])
+    assert killed == ["7"]
