@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
 import tarfile
@@ -159,6 +160,7 @@ def test_ctrl_c_kills_the_dirac_jobs(dirac, tmp_path):
          server.url, "--dirac-credentials", str(dirac["user"]),
          "--seconds-between-status-checks", "1", "slow.txt"],
         cwd=path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT: every thread's stack
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -171,7 +173,12 @@ def test_ctrl_c_kills_the_dirac_jobs(dirac, tmp_path):
         proc.send_signal(signal.SIGINT)
         # Cancelling waits for the status check in flight and the kill request: each is
         # one request of up to 30 s, retried once, to a server that may be busy.
-        out, _ = proc.communicate(timeout=150)
+        try:
+            out, _ = proc.communicate(timeout=150)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # where it hangs, for the failure's message
+            out, _ = proc.communicate(timeout=30)
+            pytest.fail(f"Snakemake still ran 150 s after Ctrl-C:\n{out[-6000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
