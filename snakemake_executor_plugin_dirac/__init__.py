@@ -283,9 +283,8 @@ class Executor(RemoteExecutor):
         self.report_job_error(j, msg=f"DIRAC job {j.external_jobid} {reason}{tail}")
 
     def cancel_jobs(self, active_jobs):
-        with self._unended_lock:
-            unended = set(self._unended)
-        ids = sorted(unended | {j.external_jobid for j in active_jobs})
+        with self._unended_lock:  # (a superset of active_jobs: see __post_init__)
+            ids = sorted(self._unended)
         if ids:
             try:
                 self.transport.kill(ids)
