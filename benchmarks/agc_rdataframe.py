@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from common import REPO, WORK, benchmark_fileset, floor_branches, machine, table
-from stage_throughput import io_floor
+from stage_throughput import io_floor, stage
 
 from swift_rules.agc import kernels, ttbar
 from swift_rules.agc.samples import BINS, HIGH, LOW, REGIONS, split_sample_name
@@ -61,20 +61,6 @@ def generated_fileset(data: Path, preset: str) -> dict[str, list[str]]:
     events, files = DEFAULT_SIZES[preset]
     generate_dataset(data, events_per_file=events, files_per_sample=files, seed=42)
     return {s: sorted(str(p) for p in (data / s).glob("*.root")) for s in events}
-
-
-def run_ours(fileset) -> tuple[dict, float]:
-    """(output, wall time) of our stage over every event of ``fileset``, one core."""
-    from coffea import processor
-    from coffea.nanoevents import NanoAODSchema
-
-    NanoAODSchema.warn_missing_crossrefs = False
-    runner = processor.Runner(
-        processor.IterativeExecutor(status=False), chunksize=CHUNKSIZE, schema=NanoAODSchema
-    )
-    started = time.perf_counter()
-    out = runner(fileset, TtbarProcessor(), treename="Events")
-    return out, time.perf_counter() - started
 
 
 def root_python(given: str | None) -> Path:
@@ -232,7 +218,7 @@ def main(argv=None) -> int:
 
     # Warm-up: compile/load the numba kernels, fill the page cache for every reader.
     first = next(iter(fileset))
-    run_ours({first: fileset[first][:1]})
+    stage({first: fileset[first][:1]}, branches, CHUNKSIZE)
     io_floor(fileset, branches)
 
     floor, ours, loops, whole, process = [], [], [], [], []
@@ -241,7 +227,7 @@ def main(argv=None) -> int:
     for i in range(args.repeat):
         n_io, t_io = io_floor(fileset, branches)
         floor.append(t_io)
-        out, t_ours = run_ours(fileset)
+        out, t_ours = stage(fileset, branches, CHUNKSIZE)
         ours.append(t_ours)
         report = run_rdf(python, job, str(i))
         if args.original_arithmetic:

@@ -72,29 +72,15 @@ def table(title: str, header: list[str], rows: list[list]) -> str:
     return text
 
 
-# Counters are read too: NanoEvents takes the offsets from them.
-COUNTERS = ["nJet", "nElectron", "nMuon"]
-
-
 def floor_branches(path: str) -> list[str]:
-    """The branches the stage reads from ``path``: its required branches, each choice of
-    alternatives resolved against the file (the first whose branches all exist), and the
+    """The branches the stage reads from ``path`` (what the workflow preloads): its
+    required branches, each choice of alternatives resolved against the file, and the
     counters NanoEvents takes the offsets from."""
     import uproot
 
-    with uproot.open(path) as f:
-        present = set(f["Events"].keys())
-    out = set(COUNTERS)
     from swift_rules.agc.ttbar import TtbarProcessor
+    from swift_rules.inputs import branches_read
 
-    for entry in TtbarProcessor().required_branches():
-        if isinstance(entry, str):
-            out.add(entry)
-            continue
-        for alternative in entry:
-            if set(alternative) <= present:
-                out.update(alternative)
-                break
-        else:
-            raise KeyError(f"{path}: none of {entry} present")
-    return sorted(out)
+    with uproot.open(path) as f:
+        keys = f["Events"].keys()
+    return sorted(branches_read(TtbarProcessor().required_branches(), keys))

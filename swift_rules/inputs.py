@@ -46,6 +46,7 @@ class Inputs:
     source_events: int = 0
     sum_weights: float | None = None
     weights: dict[str, float] = field(default_factory=dict)  # generator weights per file
+    branches: set[str] = field(default_factory=set)  # what the stage reads, in any file
 
     @property
     def format(self) -> str:
@@ -75,6 +76,11 @@ def _sum_weights_root(fh, path: str, tree) -> float:
     )
 
 
+def _options(need) -> list[tuple[str, ...]]:
+    """The choices of a list of alternatives, each as a tuple of names."""
+    return [(o,) if isinstance(o, str) else tuple(o) for o in need]
+
+
 def missing_branches(required, keys) -> list[str]:
     """What of ``required`` is not in ``keys``. An entry is a branch name, or a list of
     alternatives (each a name or a tuple of names) of which one must be complete."""
@@ -84,7 +90,7 @@ def missing_branches(required, keys) -> list[str]:
             if need not in keys:
                 missing.append(need)
             continue
-        options = [(o,) if isinstance(o, str) else tuple(o) for o in need]
+        options = _options(need)
         if not any(all(b in keys for b in option) for option in options):
             first, *others = options
             text = ", ".join(b for b in first if b not in keys)
@@ -92,6 +98,20 @@ def missing_branches(required, keys) -> list[str]:
                 text += " (or: " + ", ".join(b for b in option if b not in keys) + ")"
             missing.append(text)
     return missing
+
+
+def branches_read(required, keys) -> set[str]:
+    """The branches of a file that ``required`` reads: each name, the first complete
+    choice of each list of alternatives, and the NanoAOD counters (``nJet`` for
+    ``Jet_pt``) that give the collections' offsets."""
+    read = set()
+    for need in required:
+        if isinstance(need, str):
+            read.add(need)
+            continue
+        read.update(next((o for o in _options(need) if all(b in keys for b in o)), ()))
+    counters = {"n" + name.split("_", 1)[0] for name in read if "_" in name}
+    return (read | counters) & set(keys)
 
 
 def _open_root(path: str, tree_name: str, required, sum_weights: bool):
@@ -108,7 +128,7 @@ def _open_root(path: str, tree_name: str, required, sum_weights: bool):
         if missing:
             raise InputError(f"{path}: missing branch(es) {', '.join(missing)}")
         weights = _sum_weights_root(fh, path, tree) if sum_weights else None
-    return n, n, weights
+    return n, n, weights, branches_read(required, keys)
 
 
 def _open_parquet(path: str, required, sum_weights: bool):
@@ -129,7 +149,7 @@ def _open_parquet(path: str, required, sum_weights: bool):
                 "sum of generator weights: rerun its stage with this setting"
             )
         weights = sum(record["sum_weights"].values())
-    return meta.num_rows, source, weights
+    return meta.num_rows, source, weights, set()
 
 
 def check_inputs(
@@ -149,9 +169,9 @@ def check_inputs(
     for path in files:
         try:
             if path.endswith(".parquet"):
-                n, source, weights = _open_parquet(path, required, sum_weights)
+                n, source, weights, branches = _open_parquet(path, required, sum_weights)
             else:
-                n, source, weights = _open_root(path, tree, required, sum_weights)
+                n, source, weights, branches = _open_root(path, tree, required, sum_weights)
         except InputError:
             raise
         except Exception as err:  # uproot and pyarrow raise many kinds for damaged files
@@ -169,6 +189,7 @@ def check_inputs(
                 "Set skip_bad_files: true to leave it out"
             ) from err
         found.entries[path] = n
+        found.branches |= branches
         found.source_events += source
         if weights is not None:
             found.weights[path] = weights

@@ -344,6 +344,20 @@ def test_a_file_with_neither_jet_id_nor_its_inputs_is_named(tmp_path):
     assert text == ["Jet_jetId (or: Jet_chHEF)"]
 
 
+def test_the_branches_read_are_preloaded_as_the_file_has_them():
+    """What coffea preloads per chunk: the first complete choice of each alternative
+    (not every recipe input a file happens to have too), the counters, nothing absent."""
+    from swift_rules.inputs import branches_read
+
+    required = ["event", "Jet_pt", [("Jet_jetId",), ("Jet_chHEF", "Jet_neHEF")], "Muon_pt"]
+    with_id = {"event", "nJet", "Jet_pt", "Jet_jetId", "Jet_chHEF", "Jet_neHEF", "Muon_pt"}
+    assert branches_read(required, with_id) == {"event", "nJet", "Jet_pt", "Jet_jetId",
+                                                "Muon_pt"}  # fmt: skip
+    recipe_only = with_id - {"Jet_jetId"}
+    assert branches_read(required, recipe_only) == {"event", "nJet", "Jet_pt", "Jet_chHEF",
+                                                    "Jet_neHEF", "Muon_pt"}  # fmt: skip
+
+
 # -- another user of the machine ---------------------------------------------------------
 
 # The victim's stage job: a local Dask cluster (threads > 1), up until told to stop.

@@ -53,83 +53,126 @@ def select_regions(
     one_lepton, jet_offsets, jet_pt, jet_eta, jet_phi, jet_mass, jet_btag, jet_id,
     btag_threshold, pt_scale, smear_width, run, luminosity_block, event,
 ):  # fmt: skip
-    """Region, observable and leading selected-jet pTs of every event.
+    """Region, observable and leading selected-jet pTs of every event, for one jet-pT
+    variation: ``select_regions_varied`` with a single (pt_scale, smear_width)."""
+    region, observable, leading_pt = select_regions_varied(
+        one_lepton, jet_offsets, jet_pt, jet_eta, jet_phi, jet_mass, jet_btag, jet_id,
+        btag_threshold, np.array([pt_scale]), np.array([smear_width]),
+        run, luminosity_block, event,
+    )  # fmt: skip
+    return region[0], observable[0], leading_pt[0]
 
-    Jet pT is varied on the fly: multiplied by ``pt_scale`` and, when
-    ``smear_width`` > 0, by a Normal(1, smear_width) factor seeded from the event's
+
+@numba.njit(cache=True, nogil=True)
+def select_regions_varied(
+    one_lepton, jet_offsets, jet_pt, jet_eta, jet_phi, jet_mass, jet_btag, jet_id,
+    btag_threshold, pt_scales, smear_widths, run, luminosity_block, event,
+):  # fmt: skip
+    """Region, observable and leading selected-jet pTs of every event, for every jet-pT
+    variation ``v`` at once (one pass over the events; a jet's trigonometry is computed
+    once and shared by the variations, which changes no bit of the results).
+
+    Jet pT is varied on the fly: multiplied by ``pt_scales[v]`` and, when
+    ``smear_widths[v]`` > 0, by a Normal(1, width) factor seeded from the event's
     (run, luminosityBlock, event) and the jet's index (see ``resolution_factors``);
-    only jets that can be selected draw one. Returns ``region`` (0: none, 1: 4j1b,
-    2: 4j2b), ``observable`` (HT in 4j1b, trijet mass in 4j2b) and ``leading_pt``
-    (pT of the four leading selected jets, for b-tag weights). The trijet is the
-    one of largest pT among those with at least one b-tagged jet; ties keep the
-    first in (i < j < k) order, as ``ak.argmax`` does.
+    only jets that can be selected draw one. Returns ``region[v, e]`` (0: none,
+    1: 4j1b, 2: 4j2b), ``observable[v, e]`` (HT in 4j1b, trijet mass in 4j2b) and
+    ``leading_pt[v, e]`` (pT of the four leading selected jets, for b-tag weights).
+    The trijet is the one of largest pT among those with at least one b-tagged jet;
+    ties keep the first in (i < j < k) order, as ``ak.argmax`` does.
     """
     n_events = len(jet_offsets) - 1
-    region = np.zeros(n_events, dtype=np.int8)
-    observable = np.zeros(n_events, dtype=np.float64)
-    leading_pt = np.zeros((n_events, N_LEADING), dtype=np.float64)
+    n_var = len(pt_scales)
+    region = np.zeros((n_var, n_events), dtype=np.int8)
+    observable = np.zeros((n_var, n_events), dtype=np.float64)
+    leading_pt = np.zeros((n_var, n_events, N_LEADING), dtype=np.float64)
+    smeared = False
+    for v in range(n_var):
+        smeared = smeared or smear_widths[v] > 0.0
     max_jets = 0
     for e in range(n_events):
         max_jets = max(max_jets, jet_offsets[e + 1] - jet_offsets[e])
+    # Per jet of the event: cos(phi), sin(phi), sinh(eta), once computed.
+    cos_phi = np.empty(max_jets)
+    sin_phi = np.empty(max_jets)
+    sinh_eta = np.empty(max_jets)
+    known = np.zeros(max_jets, dtype=np.bool_)
     px = np.empty(max_jets)
     py = np.empty(max_jets)
     pz = np.empty(max_jets)
     en = np.empty(max_jets)
     tagged = np.empty(max_jets, dtype=np.bool_)
+    key = np.uint64(0)
     for e in range(n_events):
         if not one_lepton[e]:
             continue
-        if smear_width > 0.0:
+        first = jet_offsets[e]
+        known[: jet_offsets[e + 1] - first] = False
+        if smeared:
             key = event_key(run[e], luminosity_block[e], event[e])
-        n_good = 0
-        n_b = 0
-        ht = 0.0
-        for i in range(jet_offsets[e], jet_offsets[e + 1]):
-            if not (abs(jet_eta[i]) < 2.4 and jet_id[i] == 6):
+        for v in range(n_var):
+            pt_scale, smear_width = pt_scales[v], smear_widths[v]
+            n_good = 0
+            n_b = 0
+            ht = 0.0
+            for i in range(first, jet_offsets[e + 1]):
+                if not (abs(jet_eta[i]) < 2.4 and jet_id[i] == 6):
+                    continue
+                pt = jet_pt[i] * pt_scale
+                if smear_width > 0.0:
+                    pt *= 1.0 + smear_width * jet_normal(key, i - first)
+                if not pt > 30.0:
+                    continue
+                if n_good < N_LEADING:
+                    leading_pt[v, e, n_good] = pt
+                b = jet_btag[i] > btag_threshold
+                tagged[n_good] = b
+                n_b += b
+                ht += pt
+                # float64 trigonometry: float32 libm results differ between libraries
+                # (and CUDA), float64 ones agree to an ulp, so every device bins the same.
+                local = i - first
+                if not known[local]:
+                    cos_phi[local] = math.cos(float(jet_phi[i]))
+                    sin_phi[local] = math.sin(float(jet_phi[i]))
+                    sinh_eta[local] = math.sinh(float(jet_eta[i]))
+                    known[local] = True
+                m = float(jet_mass[i])
+                px[n_good] = pt * cos_phi[local]
+                py[n_good] = pt * sin_phi[local]
+                pz[n_good] = pt * sinh_eta[local]
+                en[n_good] = math.sqrt(px[n_good] ** 2 + py[n_good] ** 2 + pz[n_good] ** 2 + m * m)
+                n_good += 1
+            if n_good < 4 or n_b == 0:
                 continue
-            pt = jet_pt[i] * pt_scale
-            if smear_width > 0.0:
-                pt *= 1.0 + smear_width * jet_normal(key, i - jet_offsets[e])
-            if not pt > 30.0:
+            if n_b == 1:
+                region[v, e] = REGION_4J1B
+                observable[v, e] = ht
                 continue
-            if n_good < N_LEADING:
-                leading_pt[e, n_good] = pt
-            b = jet_btag[i] > btag_threshold
-            tagged[n_good] = b
-            n_b += b
-            ht += pt
-            # float64 trigonometry: float32 libm results differ between libraries (and
-            # CUDA), float64 ones agree to an ulp, so every device bins the same.
-            eta, phi, m = float(jet_eta[i]), float(jet_phi[i]), float(jet_mass[i])
-            px[n_good] = pt * math.cos(phi)
-            py[n_good] = pt * math.sin(phi)
-            pz[n_good] = pt * math.sinh(eta)
-            en[n_good] = math.sqrt(px[n_good] ** 2 + py[n_good] ** 2 + pz[n_good] ** 2 + m * m)
-            n_good += 1
-        if n_good < 4 or n_b == 0:
-            continue
-        if n_b == 1:
-            region[e] = REGION_4J1B
-            observable[e] = ht
-            continue
-        region[e] = REGION_4J2B
-        best_pt2 = -1.0
-        best_mass = 0.0
-        for i in range(n_good - 2):
-            for j in range(i + 1, n_good - 1):
-                for k in range(j + 1, n_good):
-                    if not (tagged[i] or tagged[j] or tagged[k]):
-                        continue
-                    sx = px[i] + px[j] + px[k]
-                    sy = py[i] + py[j] + py[k]
-                    pt2 = sx * sx + sy * sy
-                    if pt2 > best_pt2:
-                        sz = pz[i] + pz[j] + pz[k]
-                        se = en[i] + en[j] + en[k]
-                        best_pt2 = pt2
-                        best_mass = math.sqrt(max(se * se - pt2 - sz * sz, 0.0))
-        observable[e] = best_mass
+            region[v, e] = REGION_4J2B
+            observable[v, e] = _best_trijet_mass(px, py, pz, en, tagged, n_good)
     return region, observable, leading_pt
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _best_trijet_mass(px, py, pz, en, tagged, n_good):
+    """Mass of the trijet of largest pT among those with a b-tagged jet."""
+    best_pt2 = -1.0
+    best_mass = 0.0
+    for i in range(n_good - 2):
+        for j in range(i + 1, n_good - 1):
+            for k in range(j + 1, n_good):
+                if not (tagged[i] or tagged[j] or tagged[k]):
+                    continue
+                sx = px[i] + px[j] + px[k]
+                sy = py[i] + py[j] + py[k]
+                pt2 = sx * sx + sy * sy
+                if pt2 > best_pt2:
+                    sz = pz[i] + pz[j] + pz[k]
+                    se = en[i] + en[j] + en[k]
+                    best_pt2 = pt2
+                    best_mass = math.sqrt(max(se * se - pt2 - sz * sz, 0.0))
+    return best_mass
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

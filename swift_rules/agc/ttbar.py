@@ -71,7 +71,16 @@ class MissingBranchError(KeyError):
 
 
 def _flat(array: ak.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Contents and offsets of a jagged NanoAOD column."""
+    """Contents and offsets of a jagged NanoAOD column: its own buffers where it is a
+    plain list of numbers (no copy, and ~5x less time than flatten and num)."""
+    layout = ak.materialize(array, highlevel=False)
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(
+        layout.content, ak.contents.NumpyArray
+    ):
+        offsets = np.asarray(layout.offsets.data, dtype=np.int64)
+        content = np.asarray(layout.content.data)
+        if offsets[0] == 0 and len(content) == offsets[-1]:
+            return content, offsets
     counts = ak.to_numpy(ak.num(array, axis=1))
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -144,22 +153,29 @@ class TtbarProcessor(processor.ProcessorABC):
         h = self.histograms(self.columns(events), process_name, variation)
         return {"hists": {sample: h}, "nevts": {sample: len(events)}, **self.notes(events)}
 
-    def histograms(self, columns: dict, process_name: str, variation: str) -> hist.Hist:
-        """Selection, observables, systematics and weights of one chunk's columns."""
+    def select(self, columns: dict, pt_vars: dict) -> tuple[np.ndarray, ...]:
+        """Region, observable and leading jet pTs of every event per jet-pT variation
+        (the numba kernels: lepton count, then one pass for every variation)."""
         jets, ele, mu, ids = (columns[k] for k in ("Jet", "Electron", "Muon", "ids"))
         n_leptons = kernels.count_leptons(
             ele["offsets"], ele["pt"], ele["eta"], ele["cutBased"], ele["sip3d"],
             mu["offsets"], mu["pt"], mu["eta"], mu["tightId"], mu["sip3d"], mu["pfRelIso04_all"],
         )  # fmt: skip
-        one_lepton = n_leptons == 1
+        scales = np.array([scale for scale, _ in pt_vars.values()])
+        widths = np.array([width for _, width in pt_vars.values()])
+        return kernels.select_regions_varied(
+            n_leptons == 1, jets["offsets"], jets["pt"], jets["eta"], jets["phi"],
+            jets["mass"], jets[self.btag_branch], jets["jetId"], self.btag_threshold,
+            scales, widths, *ids,
+        )  # fmt: skip
 
+    def histograms(self, columns: dict, process_name: str, variation: str) -> hist.Hist:
+        """Selection, observables, systematics and weights of one chunk's columns."""
         h = new_histogram(process_name, variation)
-        for pt_var, (pt_scale, smear_width) in pt_variations(variation).items():
-            region, observable, leading_pt = kernels.select_regions(
-                one_lepton, jets["offsets"], jets["pt"], jets["eta"], jets["phi"],
-                jets["mass"], jets[self.btag_branch], jets["jetId"], self.btag_threshold,
-                pt_scale, smear_width, *ids,
-            )  # fmt: skip
+        pt_vars = pt_variations(variation)
+        regions, observables, leading_pts = self.select(columns, pt_vars)
+        for v, pt_var in enumerate(pt_vars):
+            region, observable, leading_pt = regions[v], observables[v], leading_pts[v]
             for code, region_name in ((kernels.REGION_4J1B, "4j1b"), (kernels.REGION_4J2B, "4j2b")):
                 mask = region == code
                 obs = observable[mask]
