@@ -330,7 +330,10 @@ def test_slurm_job_script_asks_for_what_the_config_says():
     for line in ("#SBATCH -p gpu", "#SBATCH -A physics", "#SBATCH --cpus-per-task=2",
                  "#SBATCH --mem=3G", "#SBATCH -t 02:00:00", "#SBATCH --qos=short",
                  "#SBATCH --gpus=1", "source /cvmfs/setup.sh",
-                 "export DASK_BROKER_TOKEN_FILE='/shared/it'\"'\"'s.token'"):  # fmt: skip
+                 "export DASK_BROKER_TOKEN_FILE='/shared/it'\"'\"'s.token'",
+                 # the workers' nannies leave glibc's trim threshold alone
+                 "export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON="
+                 "\"{'MALLOC_TRIM_THRESHOLD_': None}\""):  # fmt: skip
         assert line in script.splitlines(), (line, script)
     assert "--protocol broker --host broker.example.org:8785" in script
 

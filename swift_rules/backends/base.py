@@ -38,6 +38,17 @@ HTTP_HEALTH_ONLY = {
 }
 
 
+# A Dask nanny sets MALLOC_TRIM_THRESHOLD_=65536 for its worker: glibc then hands freed
+# memory back to the kernel after every chunk, and the next chunk faults it in again; a
+# worker ran the agc::ttbar stage at 0.58 of one process's rate so, at 0.99 without it
+# (benchmarks/dask_scaling.py). Our workers keep glibc's own (adaptive) threshold.
+KEEP_GLIBC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+# The same for worker jobs, whose nannies read their Dask settings from the environment.
+KEEP_GLIBC_TRIM_ENV = (
+    "export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=\"{'MALLOC_TRIM_THRESHOLD_': None}\""
+)
+
+
 def quiet_http(scheduler_options: Mapping) -> tuple[dict, dict]:
     """(scheduler options, Dask config to start the scheduler under) without its HTTP
     pages for all: dask-jobqueue's scheduler serves them (worker logs, task names;
@@ -90,7 +101,7 @@ def jobqueue_kwargs(cfg: Mapping, s: Mapping, ship_token_file: bool = True, **ow
         **own,
         "scheduler_options": dict(s["scheduler_options"]),
         "worker_extra_args": [str(a) for a in s["worker_extra_args"]],
-        "job_script_prologue": [str(line) for line in s["job_script_prologue"]],
+        "job_script_prologue": [KEEP_GLIBC_TRIM_ENV, *(str(x) for x in s["job_script_prologue"])],
         "python": s["python"] or sys.executable,
     }
     if s.get("log_directory"):

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from swift_rules.backends import ClusterError
-from swift_rules.backends.base import HTTP_HEALTH_ONLY, Backend
+from swift_rules.backends.base import HTTP_HEALTH_ONLY, KEEP_GLIBC_TRIM, Backend
 
 
 class LocalBackend(Backend):
@@ -25,7 +25,8 @@ class LocalBackend(Backend):
         # (and run code as us): mutual TLS with a key made for this cluster, held in memory
         # (docs/security.md). Threads talk in-process (inproc://): no port at all.
         security = Security.temporary() if processes else None
-        with dask.config.set({} if dashboard else HTTP_HEALTH_ONLY):  # (the nannies copy it)
+        settings = {**KEEP_GLIBC_TRIM, **({} if dashboard else HTTP_HEALTH_ONLY)}
+        with dask.config.set(settings):  # (the nannies copy it)
             cluster = LocalCluster(
                 n_workers=self.workers,
                 threads_per_worker=1,

@@ -1,0 +1,249 @@
+"""Dask workers against one process, and 1 against 2 cores.
+
+The stage over the benchmark set on clusters whose workers are already up (each
+cluster warmed by one run first): a ``dask scheduler`` and single-threaded
+``dask worker`` processes (no nanny) on this machine, reached over ``tcp://``, or
+through the connection broker (``broker://``, every connection relayed); one worker
+also with ``MALLOC_TRIM_THRESHOLD_=65536``, which a Dask nanny (and so a LocalCluster)
+sets for its workers. Against the stage in this process on one core. Passes are
+interleaved; medians are shown. Then what grows with the number of workers: the
+scheduler's CPU per task, and the merge of partial results.
+
+    python benchmarks/dask_scaling.py [--repeat 3] [--files-per-sample N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from common import RUN_ENV, benchmark_fileset, floor_branches, machine, table
+from distributed.diagnostics.plugin import SchedulerPlugin
+from stage_throughput import stage
+
+TOKEN = "benchmark-token-0123456789abcdef"
+
+
+class TaskCounter(SchedulerPlugin):
+    """Counts the tasks that finish on the scheduler."""
+
+    name = "task-counter"
+
+    def __init__(self):
+        self.done = 0
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "memory":
+            self.done += 1
+
+
+class Cluster:
+    """A scheduler and ``workers`` worker processes, stopped by ``close``."""
+
+    def __init__(self, work: Path, workers: int, env: dict, via: str | None = None):
+        self.procs: list[subprocess.Popen] = []
+        sched_file = work / f"scheduler-{id(self)}.json"
+        cmd = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--no-dashboard",
+               "--scheduler-file", str(sched_file)]  # fmt: skip
+        local = ["--host", "127.0.0.1", "--port", "0"]
+        cmd += ["--host", via, "--protocol", "broker"] if via else local
+        self.scheduler = self._start(cmd, env, work / "scheduler.log")
+        while not sched_file.exists():
+            if self.scheduler.poll() is not None:
+                raise RuntimeError(f"the scheduler failed: see {work / 'scheduler.log'}")
+            time.sleep(0.1)
+        time.sleep(0.2)
+        self.address = json.loads(sched_file.read_text())["address"]
+        for i in range(workers):
+            cmd = [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                   "--nthreads", "1", "--no-dashboard", "--no-nanny", "--name", f"w{i}",
+                   "--host", via or "127.0.0.1"]  # fmt: skip
+            self._start(cmd, env, work / f"worker-{i}.log")
+        from distributed import Client
+
+        self.client = Client(self.address, timeout=60)
+        self.client.wait_for_workers(workers, timeout=120)
+        self.client.register_plugin(TaskCounter())
+
+    def _start(self, cmd, env, log) -> subprocess.Popen:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def scheduler_cpu(self) -> float:
+        """CPU seconds the scheduler process has used."""
+        fields = Path(f"/proc/{self.scheduler.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def run(self, layout) -> tuple[float, float, int]:
+        """(wall time, scheduler CPU seconds, tasks) of one pass of the stage."""
+        from coffea import processor
+        from coffea.nanoevents import NanoAODSchema
+
+        from swift_rules.agc.ttbar import TtbarProcessor
+
+        executor = processor.DaskExecutor(client=self.client, status=False)
+        runner = processor.Runner(executor, chunksize=100_000, schema=NanoAODSchema)
+        cpu, tasks = self.scheduler_cpu(), self._tasks()
+        started = time.perf_counter()
+        runner(layout, TtbarProcessor(), treename="Events")
+        wall = time.perf_counter() - started
+        return wall, self.scheduler_cpu() - cpu, self._tasks() - tasks
+
+    def _tasks(self) -> int:
+        """Tasks the scheduler has seen finish (counted by ``TaskCounter``)."""
+        return self.client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.plugins["task-counter"].done
+        )
+
+    def close(self) -> None:
+        self.client.close()
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def merge_cost(layout, counts=(10, 100, 1000)) -> list[list[str]]:
+    """Seconds to merge N partial results of the stage (coffea's accumulate)."""
+    from coffea.processor import accumulate
+
+    one_file = {k: {**v, "files": v["files"][:1]} for k, v in list(layout.items())[:1]}
+    partial, _ = stage(
+        {k: v["files"] for k, v in one_file.items()}, one_file[next(iter(one_file))]["preload"]
+    )
+    rows = []
+    for n in counts:
+        parts = [copy.deepcopy(partial) for _ in range(n)]
+        started = time.perf_counter()
+        accumulate(parts)
+        wall = time.perf_counter() - started
+        rows.append([f"{n:,}", f"{wall:.3f}", f"{wall / n * 1e3:.2f}"])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="passes (medians are shown)")
+    parser.add_argument("--files-per-sample", type=int, default=None)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    from coffea.nanoevents import NanoAODSchema
+
+    from swift_rules.broker import protocol
+
+    NanoAODSchema.warn_missing_crossrefs = False
+    fileset = benchmark_fileset()
+    if args.files_per_sample:
+        fileset = {s: f[: args.files_per_sample] for s, f in fileset.items()}
+    branches = floor_branches(next(iter(fileset.values()))[0])
+    layout = {name: {"files": files, "preload": branches} for name, files in fileset.items()}
+    n_events = 0
+    import uproot
+
+    for files in fileset.values():
+        for path in files:
+            with uproot.open(path) as f:
+                n_events += f["Events"].num_entries
+
+    work = Path(tempfile.mkdtemp(prefix="dask-scaling-"))
+    token = work / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    env = {k: v for k, v in RUN_ENV.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    env[protocol.TOKEN_FILE_ENV] = str(token)
+    os.environ[protocol.TOKEN_FILE_ENV] = str(token)  # this client's, for broker://
+    with open(work / "broker.log", "ab") as broker_log:
+        broker = subprocess.Popen(
+            [sys.executable, "-m", "swift_rules.cli", "broker", "serve", "--host", "127.0.0.1",
+             "--port", "0", "--token-file", str(token)],
+            env=env, stdout=broker_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    import re
+
+    via = None
+    while via is None:
+        if broker.poll() is not None:
+            raise RuntimeError(f"the broker failed: see {work / 'broker.log'}")
+        time.sleep(0.2)
+        found = re.search(r"broker listening on \S+:(\d+)", (work / "broker.log").read_text())
+        via = f"127.0.0.1:{found.group(1)}" if found else None
+
+    kinds = {
+        "1 worker, tcp://": (1, env, None),
+        "1 worker, tcp://, MALLOC_TRIM_THRESHOLD_=65536": (
+            1, {**env, "MALLOC_TRIM_THRESHOLD_": "65536"}, None),
+        "1 worker, behind the broker (broker://)": (1, env, via),
+        "2 workers, tcp://": (2, env, None),
+    }  # fmt: skip
+    clusters = {}
+    try:
+        for name, (workers, cluster_env, through) in kinds.items():
+            folder = work / name.split(",")[0].replace(" ", "-") / str(len(clusters))
+            folder.mkdir(parents=True)
+            clusters[name] = Cluster(folder, workers, cluster_env, through)
+            clusters[name].run({k: {**v, "files": v["files"][:1]} for k, v in layout.items()})
+        stage({k: v["files"][:1] for k, v in layout.items()}, branches)  # warm-up here too
+        walls = {"in this process, 1 core": [], **{k: [] for k in kinds}}
+        sched = []
+        for _ in range(args.repeat):
+            walls["in this process, 1 core"].append(stage(fileset, branches)[1])
+            for name, cluster in clusters.items():
+                wall, cpu, tasks = cluster.run(layout)
+                walls[name].append(wall)
+                if name == "2 workers, tcp://":
+                    sched.append((cpu, tasks))
+    finally:
+        for cluster in clusters.values():
+            cluster.close()
+        broker.terminate()
+        broker.wait(20)
+
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    base = med["in this process, 1 core"]
+    one = med["1 worker, tcp://"]
+    rows = []
+    for name, wall in med.items():
+        workers = kinds[name][0] if name in kinds else 1
+        rows.append([name, f"{wall:.2f}", f"{n_events / wall:,.0f}",
+                     f"{n_events / wall / workers:,.0f}", f"{base / wall / workers:.2f}",
+                     f"{one / wall:.2f}"])  # fmt: skip
+    table(
+        f"agc::ttbar on Dask workers that are up, {n_events:,} events ({machine()}), "
+        f"median of {args.repeat}",
+        ["what", "wall time [s]", "events/s", "events/s per worker",
+         "per worker / in-process", "speed-up over 1 worker"],
+        rows,
+    )  # fmt: skip
+    print("passes [s]: " + "; ".join(f"{k}: {', '.join(f'{t:.2f}' for t in v)}"
+                                    for k, v in walls.items()))  # fmt: skip
+    cpu, tasks = statistics.median(c for c, _ in sched), statistics.median(t for _, t in sched)
+    table(
+        "what grows with the workers: the scheduler (2-worker runs) and the merge",
+        ["what", "value"],
+        [["tasks per pass (chunks and coffea's tree of merges)", f"{tasks:.0f}"],
+         ["scheduler CPU per pass [s]", f"{cpu:.2f}"],
+         ["scheduler CPU per task [ms]", f"{cpu / max(tasks, 1) * 1e3:.2f}"]],
+    )  # fmt: skip
+    table(
+        "merging N partial results of the stage (coffea's accumulate, one process)",
+        ["partial results", "time [s]", "per partial result [ms]"],
+        merge_cost(layout),
+    )
+
+
+if __name__ == "__main__":
+    main()
