@@ -10,6 +10,8 @@ sys.path.insert(0, str(HERE))
 failed = []
 for name in (
     "stage_throughput",
+    "job_overhead",
+    "dask_scaling",
     "agc_rdataframe",
     "workflow_overhead",
     "noop_rerun",
