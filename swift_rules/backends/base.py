@@ -40,7 +40,7 @@ HTTP_HEALTH_ONLY = {
 
 # A Dask nanny sets MALLOC_TRIM_THRESHOLD_=65536 for its worker: glibc then hands freed
 # memory back to the kernel after every chunk, and the next chunk faults it in again; a
-# worker ran the agc::ttbar stage at 0.58 of one process's rate so, at 0.99 without it
+# worker ran the reference stage at 0.58 of one process's rate so, at 0.99 without it
 # (benchmarks/dask_scaling.py). Our workers keep glibc's own (adaptive) threshold.
 KEEP_GLIBC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 # The same for worker jobs, whose nannies read their Dask settings from the environment.
