@@ -218,7 +218,7 @@ def main(argv=None) -> int:
 
     # Warm-up: compile/load the numba kernels, fill the page cache for every reader.
     first = next(iter(fileset))
-    stage({first: fileset[first][:1]}, branches, CHUNKSIZE)
+    stage({first: fileset[first][:1]}, CHUNKSIZE)
     io_floor(fileset, branches)
 
     floor, ours, loops, whole, process = [], [], [], [], []
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     for i in range(args.repeat):
         n_io, t_io = io_floor(fileset, branches)
         floor.append(t_io)
-        out, t_ours = stage(fileset, branches, CHUNKSIZE)
+        out, t_ours = stage(fileset, CHUNKSIZE)
         ours.append(t_ours)
         report = run_rdf(python, job, str(i))
         if args.original_arithmetic:

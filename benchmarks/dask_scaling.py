@@ -26,7 +26,7 @@ import time
 import warnings
 from pathlib import Path
 
-from common import RUN_ENV, benchmark_fileset, floor_branches, machine, table
+from common import RUN_ENV, benchmark_fileset, machine, table
 from distributed.diagnostics.plugin import SchedulerPlugin
 from stage_throughput import stage
 
@@ -121,10 +121,8 @@ def merge_cost(layout, counts=(10, 100, 1000)) -> list[list[str]]:
     """Seconds to merge N partial results of the stage (coffea's accumulate)."""
     from coffea.processor import accumulate
 
-    one_file = {k: {**v, "files": v["files"][:1]} for k, v in list(layout.items())[:1]}
-    partial, _ = stage(
-        {k: v["files"] for k, v in one_file.items()}, one_file[next(iter(one_file))]["preload"]
-    )
+    name, entry = next(iter(layout.items()))
+    partial, _ = stage({name: entry["files"][:1]})
     rows = []
     for n in counts:
         parts = [copy.deepcopy(partial) for _ in range(n)]
@@ -149,8 +147,7 @@ def main() -> None:
     fileset = benchmark_fileset()
     if args.files_per_sample:
         fileset = {s: f[: args.files_per_sample] for s, f in fileset.items()}
-    branches = floor_branches(next(iter(fileset.values()))[0])
-    layout = {name: {"files": files, "preload": branches} for name, files in fileset.items()}
+    layout = {name: {"files": files} for name, files in fileset.items()}
     n_events = 0
     import uproot
 
@@ -196,11 +193,11 @@ def main() -> None:
             folder.mkdir(parents=True)
             clusters[name] = Cluster(folder, workers, cluster_env, through)
             clusters[name].run({k: {**v, "files": v["files"][:1]} for k, v in layout.items()})
-        stage({k: v["files"][:1] for k, v in layout.items()}, branches)  # warm-up here too
+        stage({k: v["files"][:1] for k, v in layout.items()})  # warm-up here too
         walls = {"in this process, 1 core": [], **{k: [] for k in kinds}}
         sched = []
         for _ in range(args.repeat):
-            walls["in this process, 1 core"].append(stage(fileset, branches)[1])
+            walls["in this process, 1 core"].append(stage(fileset)[1])
             for name, cluster in clusters.items():
                 wall, cpu, tasks = cluster.run(layout)
                 walls[name].append(wall)

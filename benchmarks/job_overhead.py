@@ -90,13 +90,13 @@ def main() -> None:
     cold_env = {k: v for k, v in RUN_ENV.items() if k != warmstart.ENV}
     warm_env = {**cold_env, warmstart.ENV: warmstart.address(os.getpid())}
 
-    stage({SAMPLE: [path]}, branches)  # kernels compiled, file in the page cache
+    stage({SAMPLE: [path]})  # kernels compiled, file in the page cache
     job(path, work / "warm-up.pkl", warm_env)  # starts the warm server, which preloads
     floor, steady, cold, warm, parts, start = [], [], [], [], [], []
     for i in range(args.repeat):  # interleaved, so that drifts of the machine hit all alike
         n, t = io_floor({SAMPLE: [path]}, branches)
         floor.append(t)
-        steady.append(stage({SAMPLE: [path]}, branches)[1])
+        steady.append(stage({SAMPLE: [path]})[1])
         cold.append(job(path, work / f"cold-{i}.pkl", cold_env))
         warm.append(job(path, work / f"warm-{i}.pkl", warm_env))
         start.append(fresh("pass")[0])

@@ -32,6 +32,7 @@ classic commands).
 # No `from __future__ import annotations`: Snakemake turns the settings' type hints
 # into argparse types, so they must be real types.
 import shutil
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -128,6 +129,18 @@ common_settings = CommonSettings(
 )
 
 
+def _main_thread_takes_ctrl_c() -> None:
+    """Block Ctrl-C and SIGTERM in the status-check thread (and the threads it starts).
+
+    A signal goes to any thread that does not block it, and Python runs its handler in
+    the main thread only when that thread next runs Python code. Snakemake's main thread
+    waits on a semaphore, which only a signal delivered to it interrupts: one taken by
+    another thread left Snakemake running, its jobs unkilled, until the next job ended.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 class Executor(RemoteExecutor):
     def __post_init__(self):
         s = self.workflow.executor_settings
@@ -202,6 +215,7 @@ class Executor(RemoteExecutor):
     # --- status ---------------------------------------------------------------------------
 
     async def check_active_jobs(self, active_jobs):
+        _main_thread_takes_ctrl_c()
         async with self.status_rate_limiter:
             try:
                 found = self.transport.status(j.external_jobid for j in active_jobs)

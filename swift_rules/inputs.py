@@ -46,7 +46,6 @@ class Inputs:
     source_events: int = 0
     sum_weights: float | None = None
     weights: dict[str, float] = field(default_factory=dict)  # generator weights per file
-    branches: set[str] = field(default_factory=set)  # what the stage reads, in any file
 
     @property
     def format(self) -> str:
@@ -128,7 +127,7 @@ def _open_root(path: str, tree_name: str, required, sum_weights: bool):
         if missing:
             raise InputError(f"{path}: missing branch(es) {', '.join(missing)}")
         weights = _sum_weights_root(fh, path, tree) if sum_weights else None
-    return n, n, weights, branches_read(required, keys)
+    return n, n, weights
 
 
 def _open_parquet(path: str, required, sum_weights: bool):
@@ -149,7 +148,7 @@ def _open_parquet(path: str, required, sum_weights: bool):
                 "sum of generator weights: rerun its stage with this setting"
             )
         weights = sum(record["sum_weights"].values())
-    return meta.num_rows, source, weights, set()
+    return meta.num_rows, source, weights
 
 
 def check_inputs(
@@ -169,9 +168,9 @@ def check_inputs(
     for path in files:
         try:
             if path.endswith(".parquet"):
-                n, source, weights, branches = _open_parquet(path, required, sum_weights)
+                n, source, weights = _open_parquet(path, required, sum_weights)
             else:
-                n, source, weights, branches = _open_root(path, tree, required, sum_weights)
+                n, source, weights = _open_root(path, tree, required, sum_weights)
         except InputError:
             raise
         except Exception as err:  # uproot and pyarrow raise many kinds for damaged files
@@ -189,7 +188,6 @@ def check_inputs(
                 "Set skip_bad_files: true to leave it out"
             ) from err
         found.entries[path] = n
-        found.branches |= branches
         found.source_events += source
         if weights is not None:
             found.weights[path] = weights
