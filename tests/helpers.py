@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import os
 import re
 import shutil
@@ -583,6 +584,24 @@ def result_checksums(folder, generated: str = "data/generated") -> dict[str, str
             if p.is_file() and not (top == "results" and inside.startswith(NOT_RESULTS)):
                 out[f"{top}/{inside}"] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+def assert_profile_run_equals_local_run(run: dict) -> None:
+    """A backend's profile run (tests/batch/: ``path``, its ``local`` run and its
+    ``second``, completing, run) gives the histograms, the merged stage output and the
+    event counts of the same workflow run on this machine, bit for bit. Each backend's
+    file calls it, so that a profile run is made once, on the worker that runs the file."""
+    path, local, second = run["path"], run["local"], run["second"]
+    assert second.returncode == 0, (second.stdout + second.stderr)[-5000:]
+    assert_bitwise_equal(
+        histograms(path / "results/histograms.root"),
+        histograms(local / "results/histograms.root"),
+    )
+    merged = "results/agc/ttbar/merged.pkl"
+    assert_same_result(path / merged, local / merged)
+    events = [json.loads((p / "results/provenance.json").read_text())["events"]
+              for p in (path, local)]  # fmt: skip
+    assert events[0] == events[1]
 
 
 def assert_same_results(runs: dict) -> None:

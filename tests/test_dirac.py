@@ -6,7 +6,7 @@ a harness playing the grid site and its pilots (tests/fakes/dirac_site.py).
   job, inputs and outputs in sandboxes. On a first run the site kills a stage job
   (Stalled, then Failed): its Snakemake job fails naming the DIRAC job and the reason;
   the rerun completes (and its results equal a local run's, bit for bit:
-  tests/test_profiles.py).
+  assert_profile_run_equals_local_run).
 - A rule that fails (its stderr and exit code in the error), a job that never starts
   (killed after --dirac-start-timeout), a job left Stalled (killed after
   --dirac-stalled-timeout), an expired or refused token and an unreachable server (a
@@ -31,7 +31,15 @@ from pathlib import Path
 
 import pytest
 from batch.dirac import job_ids, snakemake
-from helpers import REPO, assert_same_result, broker_serving, run_cli, snakemake_exe, stage_args
+from helpers import (
+    REPO,
+    assert_profile_run_equals_local_run,
+    assert_same_result,
+    broker_serving,
+    run_cli,
+    snakemake_exe,
+    stage_args,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -271,10 +279,8 @@ def test_job_killed_by_the_site_fails_with_the_reason(dirac_profile_run, dirac):
     assert "Error in rule swift_process" in text
 
 
-def test_rerun_after_a_failure_completes(dirac_profile_run):
-    second, path = dirac_profile_run["second"], dirac_profile_run["path"]
-    assert second.returncode == 0, (second.stdout + second.stderr)[-5000:]
-    assert (path / "results" / "histograms.root").stat().st_size > 0
+def test_rerun_after_a_failure_completes_and_equals_a_local_run_bit_for_bit(dirac_profile_run):
+    assert_profile_run_equals_local_run(dirac_profile_run)
 
 
 def test_every_workflow_job_was_a_dirac_job_with_the_stage_cpu_time(dirac_profile_run, dirac):

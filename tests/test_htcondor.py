@@ -3,7 +3,7 @@
 - The reference workflow through profiles/htcondor (tests/batch/htcondor.py): every job
   an HTCondor job. A job held on the way fails its Snakemake job with the hold reason in
   the log; the rerun completes (and its results equal a local run's, bit for bit:
-  tests/test_profiles.py).
+  assert_profile_run_equals_local_run).
 - A stage job asking for a GPU lands on the pool's (simulated) GPU slot.
 - A stage on Dask workers that dask-jobqueue submits to the pool: equal, bit for bit,
   to a local Dask run. A pool that never gives a worker is an error after
@@ -28,6 +28,7 @@ from batch.htcondor import HOLD_REASON, SNAKEFILE, condor, history, in_pool, sna
 from helpers import (
     PROFILE_CONFIG,
     REPO,
+    assert_profile_run_equals_local_run,
     assert_same_result,
     load_result,
     snakemake_exe,
@@ -48,10 +49,10 @@ def test_held_job_fails_the_snakemake_job_with_its_reason(htcondor_profile_run):
     assert logs and HOLD_REASON in logs[0].read_text()
 
 
-def test_rerun_after_a_held_job_completes(htcondor_profile_run):
-    second = htcondor_profile_run["second"]
-    assert second.returncode == 0, (second.stdout + second.stderr)[-5000:]
-    assert (htcondor_profile_run["path"] / "results" / "histograms.root").stat().st_size > 0
+def test_rerun_after_a_held_job_completes_and_equals_a_local_run_bit_for_bit(
+    htcondor_profile_run,
+):
+    assert_profile_run_equals_local_run(htcondor_profile_run)
 
 
 def test_every_job_was_an_htcondor_job_with_the_stage_resources(htcondor_profile_run):

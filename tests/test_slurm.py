@@ -5,7 +5,7 @@ that ``sacct`` shows what every job asked for and how it ended.
   Slurm job, the stage jobs with the stage's cores, memory and time limit. A stage job
   cancelled on the way (``scancel``) fails its Snakemake job with Slurm's state; the
   rerun completes (and its results equal a local run's, bit for bit:
-  tests/test_profiles.py).
+  assert_profile_run_equals_local_run).
 - A stage job asking for a GPU and 2 threads gets them (the node's GPU is simulated).
 - A job killed at its time limit and a job that fails are failed Snakemake jobs with
   Slurm's state; a rerun completes. Ctrl-C cancels the running jobs.
@@ -47,7 +47,15 @@ from batch.slurm import (
     wait_until_gone,
     workdir,
 )  # fmt: skip
-from helpers import PROFILE_CONFIG, REPO, assert_same_result, broker_serving, run_cli, stage_args
+from helpers import (
+    PROFILE_CONFIG,
+    REPO,
+    assert_profile_run_equals_local_run,
+    assert_same_result,
+    broker_serving,
+    run_cli,
+    stage_args,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -67,10 +75,10 @@ def test_cancelled_job_fails_its_snakemake_job_with_slurms_state(slurm_profile_r
     assert any(p.name == f"{job}.log" for p in logs), logs
 
 
-def test_rerun_after_a_cancelled_job_completes(slurm_profile_run):
-    second = slurm_profile_run["second"]
-    assert second.returncode == 0, output(second)[-5000:]
-    assert (slurm_profile_run["path"] / "results" / "histograms.root").stat().st_size > 0
+def test_rerun_after_a_cancelled_job_completes_and_equals_a_local_run_bit_for_bit(
+    slurm_profile_run,
+):
+    assert_profile_run_equals_local_run(slurm_profile_run)
 
 
 def test_every_job_was_a_slurm_job_with_the_stage_resources(slurm_profile_run, slurm_cluster):

@@ -1,7 +1,7 @@
 """The DiracX server and the simulated grid site of the DIRAC tests (tests/fakes/), the
 profile run that drives them, and the reference workflow run through profiles/dirac (the
-site killing a stage job on the way) beside a local run, which tests/test_profiles.py
-compares and tests/test_dirac.py checks. A pytest plugin (conftest's
+site killing a stage job on the way) beside a local run, which tests/test_dirac.py
+compares and checks. A pytest plugin (conftest's
 ``pytest_plugins``): the server, the site and the runs are made once a session.
 
 The server runs from .venv-diracx (environment/envs.py builds it from PyPI on first

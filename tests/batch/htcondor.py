@@ -1,7 +1,7 @@
 """The personal HTCondor pool of the HTCondor tests (.ci/htcondor/setup.sh starts it):
 the fixture that finds it, the commands that run in it, and the reference workflow run
 through profiles/htcondor (with a held job on the way) beside a local run, which
-tests/test_profiles.py compares and tests/test_htcondor.py checks. A pytest plugin
+tests/test_htcondor.py compares and checks. A pytest plugin
 (conftest's ``pytest_plugins``): the runs are made once a session.
 
 The pool, its jobs and the commands that submit run in the pool's root filesystem as an

@@ -1,8 +1,8 @@
 """The Slurm cluster of the Slurm tests: a one-node cluster on loopback with slurmdbd
 (.ci/slurm/setup.sh; started here when it is not up and we may), the commands that ask
 it, and the reference workflow run through profiles/slurm (with a stage job cancelled on
-the way) beside a local run, which tests/test_profiles.py compares and
-tests/test_slurm.py checks; and a workflow whose jobs fail and time out, started early
+the way) beside a local run, which tests/test_slurm.py compares and
+checks; and a workflow whose jobs fail and time out, started early
 so that it runs meanwhile. A pytest plugin (conftest's ``pytest_plugins``): the cluster
 and the runs are made once a session, and any job of theirs left is cancelled at the end.
 
