@@ -46,6 +46,7 @@ class Inputs:
     source_events: int = 0
     sum_weights: float | None = None
     weights: dict[str, float] = field(default_factory=dict)  # generator weights per file
+    uuids: dict[str, bytes] = field(default_factory=dict)  # each ROOT file's fUUID
 
     @property
     def format(self) -> str:
@@ -127,7 +128,8 @@ def _open_root(path: str, tree_name: str, required, sum_weights: bool):
         if missing:
             raise InputError(f"{path}: missing branch(es) {', '.join(missing)}")
         weights = _sum_weights_root(fh, path, tree) if sum_weights else None
-    return n, n, weights
+        uuid = fh.file.fUUID
+    return n, n, weights, uuid
 
 
 def _open_parquet(path: str, required, sum_weights: bool):
@@ -148,7 +150,7 @@ def _open_parquet(path: str, required, sum_weights: bool):
                 "sum of generator weights: rerun its stage with this setting"
             )
         weights = sum(record["sum_weights"].values())
-    return meta.num_rows, source, weights
+    return meta.num_rows, source, weights, None
 
 
 def check_inputs(
@@ -168,9 +170,9 @@ def check_inputs(
     for path in files:
         try:
             if path.endswith(".parquet"):
-                n, source, weights = _open_parquet(path, required, sum_weights)
+                n, source, weights, uuid = _open_parquet(path, required, sum_weights)
             else:
-                n, source, weights = _open_root(path, tree, required, sum_weights)
+                n, source, weights, uuid = _open_root(path, tree, required, sum_weights)
         except InputError:
             raise
         except Exception as err:  # uproot and pyarrow raise many kinds for damaged files
@@ -189,6 +191,8 @@ def check_inputs(
             ) from err
         found.entries[path] = n
         found.source_events += source
+        if uuid is not None:
+            found.uuids[path] = uuid
         if weights is not None:
             found.weights[path] = weights
             found.sum_weights += weights

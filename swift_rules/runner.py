@@ -302,11 +302,26 @@ def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
                 log.info(f"Dask dashboard: {link}")
         file_format = inputs.format
         runner = processor.Runner(
-            ex, chunksize=chunksize, schema=_schema(stage_config, file_format), format=file_format
-        )
+            ex, chunksize=chunksize, schema=_schema(stage_config, file_format), format=file_format,
+            metadata_cache=_file_metadata(sample, inputs, tree, sample_meta),
+        )  # fmt: skip
         output = runner(fileset, proc, treename=tree)
     output = InOrder.finish(output)
     return SkimCollector.finish(output) if skim else output
+
+
+def _file_metadata(sample: str, inputs: Inputs, tree: str, sample_meta: Mapping) -> dict:
+    """What coffea's preprocessing would read from each ROOT file (entries, UUID), known
+    from the up-front check: so coffea does not open every file once more (a round of
+    Dask tasks, and with remote files one more open over the network each) to chunk it.
+    coffea takes a cached entry as the file's whole metadata: the sample's is in it."""
+    from coffea.processor.executor import FileMeta
+
+    return {
+        FileMeta(sample, path, tree): {**sample_meta, "numentries": n, "uuid": inputs.uuids[path]}
+        for path, n in inputs.entries.items()
+        if n > 0 and path in inputs.uuids
+    }
 
 
 def _dashboard_link(client) -> str | None:
