@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -56,6 +57,14 @@ def run_cli(*args: str, cwd=None, check=True, env=None) -> subprocess.CompletedP
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def ctrl_c_as_at_a_terminal() -> None:
+    """(A ``preexec_fn``.) Ctrl-C (SIGINT) at its default in the child, as under a terminal:
+    a shell that starts a command in the background (CI's ``nohup ... &``) leaves SIGINT
+    ignored, every process under it inherits that, and a Ctrl-C test would then send its
+    Snakemake a signal it ignores."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def snakemake_exe() -> str:

@@ -53,6 +53,7 @@ from helpers import (
     assert_profile_run_equals_local_run,
     assert_same_result,
     broker_serving,
+    ctrl_c_as_at_a_terminal,
     run_cli,
     stage_args,
 )
@@ -138,7 +139,8 @@ def test_ctrl_c_cancels_the_slurm_jobs(slurm_base, slurm_profile):
     cmd = snakemake(slurm_profile, path, *FAST, snakefile=path / "Snakefile")
     log = slurm_base / "interrupted.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=path, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=path, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=ctrl_c_as_at_a_terminal)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while [state for _, state, _ in queued(path)] != ["RUNNING", "RUNNING"]:
