@@ -69,6 +69,12 @@ def _analysis_groups() -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in found}
 
 
+def _broker(args) -> int:
+    from swift_rules.broker.cli import serve
+
+    return serve(args)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; analysis groups are filled in only for ``command`` (all when None)."""
     from swift_rules import __version__
@@ -95,9 +101,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add = adder(sub)
     for group in (stages, data, outputs, runs):
         group.add_commands(add)
-    from swift_rules.broker.cli import add_arguments, serve
+    broker = add("broker", _broker, "Dask connection broker: serve broker:// (docs/broker.md).")
+    if command in (None, "broker"):  # (its module imports asyncio and ssl: not for a job)
+        from swift_rules.broker.cli import add_arguments
 
-    add_arguments(add("broker", serve, "Dask connection broker: serve broker:// (docs/broker.md)."))
+        add_arguments(broker)
     core = set(sub.choices)
     if command is not None and command in core:
         return p
