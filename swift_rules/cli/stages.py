@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -80,19 +79,14 @@ def cmd_run(args) -> int:
 
 
 def _import_frozen() -> None:
-    """Import what a stage job runs on with the garbage collector off, then freeze it.
-
-    A job is one short process, and what it imports lives until it exits: the collector
-    walked all of it during the imports and again at each full collection while the stage
-    ran, 0.3-0.5 s of a 2 s cold job (docs/benchmarks.md). A warm-started job, forked
+    """Import what a stage job runs on, then freeze it (``frozen_imports``). A job is one
+    short process, and what it imports lives until it exits; a warm-started job, forked
     after its server's preload, has all of this imported and frozen already."""
-    gc.disable()
-    try:
+    from swift_rules.gcfreeze import frozen_imports
+
+    with frozen_imports():
         import coffea.nanoevents  # (what run_stage runs on)
         import coffea.processor  # noqa: F401
-    finally:
-        gc.freeze()
-        gc.enable()
 
 
 def cmd_merge(args) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
 import json
 import os
 import selectors
@@ -16,6 +15,7 @@ import socket
 import sys
 import time
 
+from swift_rules.gcfreeze import frozen_imports
 from swift_rules.warmstart.channel import (
     HEADER,
     PRELOAD_ENV,
@@ -119,8 +119,8 @@ def _preload(owner: int) -> bool:
 
     started = time.perf_counter()
     extra = [m for m in os.environ.get(PRELOAD_ENV, "").split(",") if m.strip()]
-    gc.disable()  # (what is imported is never garbage: the collector would only walk it)
-    try:
+    # Frozen before the children are forked, as Python's gc docs advise for a pre-fork server.
+    with frozen_imports():
         for name in (*PRELOAD, *extra):
             if not _alive(owner):
                 return False
@@ -128,12 +128,6 @@ def _preload(owner: int) -> bool:
         import numba
 
         numba.njit(lambda x: x + 1)(1)  # sets up numba's compiler: 0.8 s of every job's start
-    finally:
-        # Frozen before the children are forked, as Python's gc docs advise for a pre-fork
-        # server: a child's full collections no longer walk (and copy, page by page) the
-        # preloaded objects: 0.15 s of every job.
-        gc.freeze()
-        gc.enable()
     if threading.active_count() != 1:
         # fork() copies only the calling thread: a lock held elsewhere would deadlock a child.
         raise RuntimeError(f"preloading started threads: {threading.enumerate()}")
