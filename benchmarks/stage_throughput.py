@@ -4,9 +4,12 @@ The I/O floor: uproot reading and decompressing only the branches the stage
 needs (the same ones NanoEvents materialises), one core. The stage: coffea's
 Runner with the in-process executor on one core, numba kernels compiled
 beforehand (their on-disk cache makes that a one-off per installation), the
-branches read lazily, column by column, as in the workflow. Passes are interleaved
-(floor, stage); medians are shown, with where the stage's time goes (timers
-around the processor's steps; coffea's part is the rest of the wall time).
+branches read lazily, column by column, as in the workflow: swift-rules' Runner
+(each file kept open across its chunks, swift_rules/kept_files.py) and coffea's own
+(the file opened again for every chunk). Passes are interleaved; medians are shown,
+with where the stage's time goes (timers around the processor's steps; coffea's part
+is the rest of the wall time). Then the set-up cost per chunk on a real NanoAOD file
+(~1,500 branches), where ../shared has one.
 
     python benchmarks/stage_throughput.py [--files-per-sample N] [--repeat 3]
 """
@@ -19,9 +22,13 @@ import time
 import warnings
 
 import uproot
-from common import benchmark_fileset, floor_branches, machine, table
+from coffea import processor
+from common import REPO, benchmark_fileset, floor_branches, machine, table
 
 from swift_rules.agc.ttbar import TtbarProcessor
+from swift_rules.kept_files import Runner, close_kept_files
+
+REAL_NANOAOD = REPO.parent / "shared" / "data" / "nanoaod" / "nano_tt_v12.root"
 
 
 def io_floor(fileset, branches) -> tuple[int, float]:
@@ -60,20 +67,43 @@ class TimedTtbar(TtbarProcessor):
         return {**out, "seconds": self.spent}
 
 
-def stage(fileset, chunksize=100_000, processor_class=TtbarProcessor, align_clusters=False):
+def stage(fileset, chunksize=100_000, processor_class=TtbarProcessor, align_clusters=False,
+          runner_class=Runner):  # fmt: skip
     """(output, wall time) of the stage over every event of ``fileset`` on one core, read
     as the workflow reads it (lazily, column by column)."""
-    from coffea import processor
     from coffea.nanoevents import NanoAODSchema
 
     NanoAODSchema.warn_missing_crossrefs = False
-    runner = processor.Runner(
+    runner = runner_class(
         processor.IterativeExecutor(status=False), chunksize=chunksize, schema=NanoAODSchema,
         align_clusters=align_clusters,
     )  # fmt: skip
     started = time.perf_counter()
-    out = runner(fileset, processor_class(), treename="Events")
+    try:
+        out = runner(fileset, processor_class(), treename="Events")
+    finally:
+        close_kept_files()
     return out, time.perf_counter() - started
+
+
+class JetPt(processor.ProcessorABC):
+    """Reads one column: what is left of a chunk's time is its set-up."""
+
+    def process(self, events):
+        return {"jets": len(events.Jet.pt.layout.content)}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+def per_chunk_setup(path, runner_class, chunks=20) -> float:
+    """Seconds per chunk of ``path`` cut into ``chunks`` chunks, reading one column."""
+    with uproot.open(path) as f:
+        entries = f["Events"].num_entries
+    fileset = {"real": [str(path)]}
+    started = time.perf_counter()
+    stage(fileset, -(-entries // chunks), JetPt, runner_class=runner_class)
+    return (time.perf_counter() - started) / chunks
 
 
 def main() -> None:
@@ -92,13 +122,14 @@ def main() -> None:
     stage({first: fileset[first][:1]})
     io_floor(fileset, branches)
 
-    floor, ours, parts, aligned = [], [], [], []
+    floor, ours, parts, reopened, aligned = [], [], [], [], []
     for _ in range(args.repeat):
         n_io, t_io = io_floor(fileset, branches)
         floor.append(t_io)
         out, wall = stage(fileset, processor_class=TimedTtbar)
         ours.append(wall)
         parts.append({**out["seconds"], "wall": wall})
+        reopened.append(stage(fileset, runner_class=processor.Runner)[1])
         aligned.append(stage(fileset, align_clusters=True)[1])
     t_io, t_stage = statistics.median(floor), statistics.median(ours)
     # The breakdown of the median pass.
@@ -115,7 +146,8 @@ def main() -> None:
         return [what, f"{n_io:,}", f"{wall:.2f}", f"{n_io / wall:,.0f}", f"{t_io / wall:.2f}"]
 
     rows = [row("I/O floor (uproot, needed branches)", t_io),
-            row("agc::ttbar stage (coffea Runner)", t_stage),
+            row("agc::ttbar stage (swift-rules' Runner)", t_stage),
+            row("the same, coffea's Runner (file reopened per chunk)", statistics.median(reopened)),
             row("the same, chunks aligned to clusters", statistics.median(aligned))]  # fmt: skip
     table(
         f"agc::ttbar stage vs I/O floor, 1 core ({machine()}), median of {args.repeat}",
@@ -131,7 +163,28 @@ def main() -> None:
     )  # fmt: skip
     print(f"passes: floor {', '.join(f'{t:.2f}' for t in floor)} s; "
           f"stage {', '.join(f'{t:.2f}' for t in ours)} s; "
+          f"coffea's Runner {', '.join(f'{t:.2f}' for t in reopened)} s; "
           f"{rate_stage / rate_io:.2f} of the floor")  # fmt: skip
+    if REAL_NANOAOD.exists():
+        real_nanoaod_setup(args.repeat)
+
+
+def real_nanoaod_setup(repeat: int) -> None:
+    with uproot.open(REAL_NANOAOD) as f:
+        branches = len(f["Events"].keys())
+    per_chunk_setup(REAL_NANOAOD, Runner)  # warm-up
+    kept, reopened = [], []
+    for _ in range(repeat):
+        kept.append(per_chunk_setup(REAL_NANOAOD, Runner))
+        reopened.append(per_chunk_setup(REAL_NANOAOD, processor.Runner))
+    k, r = statistics.median(kept), statistics.median(reopened)
+    table(
+        f"set-up per chunk, real NanoAOD ({REAL_NANOAOD.name}, {branches:,} branches), "
+        f"one column read, median of {repeat}",
+        ["Runner", "ms per chunk", "ratio"],
+        [["coffea's (file reopened per chunk)", f"{1000 * r:.0f}", "1.00"],
+         ["swift-rules' (file kept open)", f"{1000 * k:.0f}", f"{k / r:.2f}"]],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

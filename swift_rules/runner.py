@@ -274,6 +274,8 @@ def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
 
+    from swift_rules.kept_files import Runner, close_kept_files
+
     files = {f: n for f, n in inputs.entries.items() if n > 0}
     if not files:
         return {}
@@ -301,11 +303,14 @@ def _run_coffea(proc, sample, inputs: Inputs, stage_config, executor, workers,
             if link:  # the notebook's progress display links to it (swift_rules.notebook)
                 log.info(f"Dask dashboard: {link}")
         file_format = inputs.format
-        runner = processor.Runner(
+        runner = Runner(
             ex, chunksize=chunksize, schema=_schema(stage_config, file_format), format=file_format,
             metadata_cache=_file_metadata(sample, inputs, tree, sample_meta),
         )  # fmt: skip
-        output = runner(fileset, proc, treename=tree)
+        try:
+            output = runner(fileset, proc, treename=tree)
+        finally:
+            close_kept_files()
     output = InOrder.finish(output)
     return SkimCollector.finish(output) if skim else output
 

@@ -10,6 +10,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from coffea import processor
 from helpers import nanoaod_file, run_cli
 
 from swift_rules.agc.normalise import EmptySampleError, normalised_histogram
@@ -92,6 +93,43 @@ def test_two_runs_with_the_same_settings_are_bit_identical(tmp_path, tiny_datase
     c, _ = run(tmp_path, files, "c", settings={"chunksize": 1000}, executor=dask, workers=2)
     d, _ = run(tmp_path, files, "d", settings={"chunksize": 1000}, executor=dask, workers=2)
     assert_same_histograms(hists_of(c), hists_of(d), rel=0.0)
+
+
+def test_a_files_tree_is_read_once_for_all_its_chunks(tmp_path, tiny_dataset, monkeypatch):
+    # coffea would deserialise the TTree again for every chunk (kept_files.py).
+    trees = []
+    get = uproot.reading.ReadOnlyKey.get
+
+    def counting_get(key):
+        out = get(key)
+        if key.fClassName == "TTree":
+            trees.append(out)  # held, so that no id is reused
+        return out
+
+    monkeypatch.setattr(uproot.reading.ReadOnlyKey, "get", counting_get)
+    files = tiny_dataset[SAMPLE]
+    kept, _ = run(tmp_path, files, "kept", settings={"chunksize": 500})
+    # Per file: the up-front check's read, then one TTree object for all of its chunks.
+    assert len({id(t) for t in trees}) == 2 * len(files) and len(trees) > 4 * len(files)
+    monkeypatch.setattr(uproot.reading.ReadOnlyKey, "get", get)
+    from swift_rules import kept_files
+
+    monkeypatch.setattr(kept_files, "Runner", processor.Runner)  # coffea's own
+    alone, _ = run(tmp_path, files, "coffea", settings={"chunksize": 500})
+    assert (tmp_path / "kept.pkl").read_bytes() == (tmp_path / "coffea.pkl").read_bytes()
+
+
+def test_a_kept_file_is_the_one_chunked_and_few_stay_open(tiny_dataset):
+    from swift_rules.kept_files import KEEP, close_kept_files, kept_file
+
+    files = [f for sample in sorted(tiny_dataset) for f in tiny_dataset[sample]][: KEEP + 1]
+    uuids = [uproot.open(f).file.fUUID for f in files]
+    assert kept_file(files[0], bytes(16), "Events", None, {}) is None  # rewritten since
+    opened = [kept_file(f, u, "Events", None, {}) for f, u in zip(files, uuids, strict=True)]
+    assert opened[0].closed and not any(f.closed for f in opened[1:])
+    assert kept_file(files[-1], uuids[-1], "Events", None, {}) is opened[-1]
+    close_kept_files()
+    assert all(f.closed for f in opened)
 
 
 def test_existing_scheduler_address(tmp_path, tiny_dataset):
