@@ -67,17 +67,15 @@ class TimedTtbar(TtbarProcessor):
         return {**out, "seconds": self.spent}
 
 
-def stage(fileset, chunksize=100_000, processor_class=TtbarProcessor, align_clusters=False,
-          runner_class=Runner):  # fmt: skip
+def stage(fileset, chunksize=100_000, processor_class=TtbarProcessor, runner_class=Runner):
     """(output, wall time) of the stage over every event of ``fileset`` on one core, read
     as the workflow reads it (lazily, column by column)."""
     from coffea.nanoevents import NanoAODSchema
 
     NanoAODSchema.warn_missing_crossrefs = False
     runner = runner_class(
-        processor.IterativeExecutor(status=False), chunksize=chunksize, schema=NanoAODSchema,
-        align_clusters=align_clusters,
-    )  # fmt: skip
+        processor.IterativeExecutor(status=False), chunksize=chunksize, schema=NanoAODSchema
+    )
     started = time.perf_counter()
     try:
         out = runner(fileset, processor_class(), treename="Events")
@@ -122,7 +120,7 @@ def main() -> None:
     stage({first: fileset[first][:1]})
     io_floor(fileset, branches)
 
-    floor, ours, parts, reopened, aligned = [], [], [], [], []
+    floor, ours, parts, reopened = [], [], [], []
     for _ in range(args.repeat):
         n_io, t_io = io_floor(fileset, branches)
         floor.append(t_io)
@@ -130,7 +128,6 @@ def main() -> None:
         ours.append(wall)
         parts.append({**out["seconds"], "wall": wall})
         reopened.append(stage(fileset, runner_class=processor.Runner)[1])
-        aligned.append(stage(fileset, align_clusters=True)[1])
     t_io, t_stage = statistics.median(floor), statistics.median(ours)
     # The breakdown of the median pass.
     spent = parts[ours.index(t_stage)]
@@ -145,10 +142,10 @@ def main() -> None:
     def row(what, wall):
         return [what, f"{n_io:,}", f"{wall:.2f}", f"{n_io / wall:,.0f}", f"{t_io / wall:.2f}"]
 
+    t_reopened = statistics.median(reopened)
     rows = [row("I/O floor (uproot, needed branches)", t_io),
             row("agc::ttbar stage (swift-rules' Runner)", t_stage),
-            row("the same, coffea's Runner (file reopened per chunk)", statistics.median(reopened)),
-            row("the same, chunks aligned to clusters", statistics.median(aligned))]  # fmt: skip
+            row("the same, coffea's Runner (file reopened per chunk)", t_reopened)]  # fmt: skip
     table(
         f"agc::ttbar stage vs I/O floor, 1 core ({machine()}), median of {args.repeat}",
         ["what", "events", "wall time [s]", "events/s per core", "ratio to I/O floor"],

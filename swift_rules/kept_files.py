@@ -5,8 +5,11 @@ flat tree of 34 branches, 100-250 ms for a NanoAOD tree of ~1,500 branches, whic
 as long as processing the chunk (docs/benchmarks.md). ``Runner`` keeps the last few
 files each thread opened, by path and UUID, and hands coffea their deserialised
 objects through uproot's ``object_cache``: coffea still opens the file (its header),
-finds the TTree there, and reads the chunk through the kept file. The chunks and the
-reads are coffea's own, so outputs are unchanged.
+finds the TTree there, and reads the chunk through the kept file. A local file's
+branches also keep the basket a chunk boundary cuts in two, decompressed for the chunk
+before it and reused by the one after (uproot's own ``iterate`` does the same): coffea
+decompressed it twice. The chunks are coffea's own, and so are the bytes read: outputs
+are unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections import OrderedDict
 
 import uproot
 from coffea import processor
+
+from swift_rules.remote import is_remote
 
 KEEP = 2  # files per thread: the one being read, and one a stolen task interleaved
 
@@ -44,13 +49,43 @@ def kept_file(filename: str, fileuuid: bytes, treename: str, timeout, uproot_opt
         if opened.file.fUUID != fileuuid:
             opened.close()
             return None
-        opened[treename]  # deserialised once, into its object_cache
+        tree = opened[treename]  # deserialised once, into its object_cache
+        # (Remote files: it would cost one more request per branch and chunk.)
+        if isinstance(tree, uproot.TTree) and not is_remote(filename):
+            for branch in tree.itervalues(recursive=True):
+                branch.entries_to_ranges_or_baskets = BoundaryBaskets(branch)
     except Exception as e:  # as coffea words it, so that the run fails as it did
         raise Exception(f"Failed to open file: {filename!r}. The error was: {e!r}.") from e
     files[key] = opened
     while len(files) > KEEP:
         files.popitem(last=False)[1].close()
     return opened
+
+
+class BoundaryBaskets:
+    """A kept branch's ``entries_to_ranges_or_baskets`` (what ``TBranch.array`` reads):
+    the basket that runs past a chunk's last entry is read here, decompressed, and handed
+    to uproot as a basket, and kept for the next chunk, which then does not read it."""
+
+    def __init__(self, branch):
+        self.branch = branch
+        self.ranges = type(branch).entries_to_ranges_or_baskets.__get__(branch)
+        self.baskets = {}  # basket number: the one the last chunk cut, decompressed
+
+    def __call__(self, entry_start, entry_stop):
+        kept, self.baskets = self.baskets, {}
+        out = []
+        for num, range_or_basket in self.ranges(entry_start, entry_stop):
+            basket = kept.get(num)
+            cut = self.branch.basket_entry_start_stop(num)[1] > entry_stop
+            if basket is None and cut and isinstance(range_or_basket, tuple):
+                basket = self.branch.basket(num)
+            if basket is not None:
+                if basket.entry_start_stop[1] > entry_stop:
+                    self.baskets[num] = basket
+                range_or_basket = basket
+            out.append((num, range_or_basket))
+        return out
 
 
 def close_kept_files() -> None:
@@ -60,7 +95,7 @@ def close_kept_files() -> None:
 
 
 class Runner(processor.Runner):
-    """coffea's Runner, each chunk's TTree taken from the file kept open for it."""
+    """coffea's Runner, each chunk read through the file kept open for it (above)."""
 
     @staticmethod
     def _work_function(format, xrootdtimeout, schema, use_dataframes, savemetrics, item,

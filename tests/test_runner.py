@@ -95,10 +95,17 @@ def test_two_runs_with_the_same_settings_are_bit_identical(tmp_path, tiny_datase
     assert_same_histograms(hists_of(c), hists_of(d), rel=0.0)
 
 
-def test_a_files_tree_is_read_once_for_all_its_chunks(tmp_path, tiny_dataset, monkeypatch):
-    # coffea would deserialise the TTree again for every chunk (kept_files.py).
-    trees = []
-    get = uproot.reading.ReadOnlyKey.get
+def test_a_files_tree_and_baskets_are_read_once_for_all_its_chunks(
+    tmp_path, tiny_dataset, monkeypatch
+):
+    # coffea would deserialise the TTree again for every chunk, and decompress twice a
+    # basket that a chunk boundary cuts (kept_files.py).
+    from uproot.models.TBasket import Model_TBasket
+
+    from swift_rules import kept_files
+
+    trees, baskets = [], []
+    get, read_basket = uproot.reading.ReadOnlyKey.get, Model_TBasket.read_members
 
     def counting_get(key):
         out = get(key)
@@ -106,16 +113,25 @@ def test_a_files_tree_is_read_once_for_all_its_chunks(tmp_path, tiny_dataset, mo
             trees.append(out)  # held, so that no id is reused
         return out
 
+    def counting_read(basket, *args, **kwargs):
+        baskets.append(basket)
+        return read_basket(basket, *args, **kwargs)
+
     monkeypatch.setattr(uproot.reading.ReadOnlyKey, "get", counting_get)
+    monkeypatch.setattr(Model_TBasket, "read_members", counting_read)
     files = tiny_dataset[SAMPLE]
-    kept, _ = run(tmp_path, files, "kept", settings={"chunksize": 500})
+    run(tmp_path, files, "whole", settings={"chunksize": 100_000})
+    whole = len(baskets)
+    trees.clear()
+    baskets.clear()
+    run(tmp_path, files, "kept", settings={"chunksize": 500})
     # Per file: the up-front check's read, then one TTree object for all of its chunks.
     assert len({id(t) for t in trees}) == 2 * len(files) and len(trees) > 4 * len(files)
-    monkeypatch.setattr(uproot.reading.ReadOnlyKey, "get", get)
-    from swift_rules import kept_files
-
+    assert len(baskets) == whole  # every basket once, as in one chunk per file
+    baskets.clear()
     monkeypatch.setattr(kept_files, "Runner", processor.Runner)  # coffea's own
-    alone, _ = run(tmp_path, files, "coffea", settings={"chunksize": 500})
+    run(tmp_path, files, "coffea", settings={"chunksize": 500})
+    assert len(baskets) > whole
     assert (tmp_path / "kept.pkl").read_bytes() == (tmp_path / "coffea.pkl").read_bytes()
 
 
