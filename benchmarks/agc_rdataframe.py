@@ -8,7 +8,7 @@ histograms. It runs in .venv-root (ROOT from PyPI) as a subprocess, on one threa
 
 Rows, each the median of --repeat interleaved passes over the same files: the I/O floor
 (uproot reading the branches the stage needs, as stage_throughput.py), our stage
-(coffea Runner, in-process, one core, numba kernels compiled beforehand), the RDF port's
+(swift-rules' Runner, in-process, one core, numba kernels compiled beforehand), the RDF port's
 event loops (RDF's own clock) and the RDF port's whole run (declaring the helpers, booking
 the graphs, which just-in-time compiles them, and RunGraphs). Then every histogram of our
 stage is compared bin by bin with the RDF port's (exit status 1 if they disagree).
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
 
     rows = [
         row("I/O floor (uproot, needed branches)", t_io),
-        row("agc::ttbar stage (coffea Runner, 1 core)", t_ours),
+        row("agc::ttbar stage (swift-rules' Runner, 1 core)", t_ours),
         row("RDF port, event loops only (1 thread)", median(loops)),
         row("RDF port, whole: helpers, booking (JIT), RunGraphs", median(whole)),
     ]

@@ -91,9 +91,10 @@ class Cluster:
         from coffea.nanoevents import NanoAODSchema
 
         from swift_rules.agc.ttbar import TtbarProcessor
+        from swift_rules.kept_files import Runner  # the workflow's (files kept open)
 
         executor = processor.DaskExecutor(client=self.client, status=False)
-        runner = processor.Runner(executor, chunksize=100_000, schema=NanoAODSchema)
+        runner = Runner(executor, chunksize=100_000, schema=NanoAODSchema)
         cpu, tasks = self.scheduler_cpu(), self._tasks()
         started = time.perf_counter()
         runner(layout, TtbarProcessor(), treename="Events")

@@ -1,6 +1,7 @@
 """Wall time of the reference workflow against the bare stage, same files, same cores.
 
-Bare stage: coffea's Runner with a Dask LocalCluster of N single-threaded workers
+Bare stage: the Runner the stage jobs use (coffea's, files kept open:
+swift_rules/kept_files.py) with a Dask LocalCluster of N single-threaded workers
 over every file of the benchmark set, cluster start-up included. Workflow: the
 Snakemake reference workflow from the same (already generated) files with
 ``--cores N``: per-group stage jobs, merges, histograms.root; then the whole
@@ -29,6 +30,7 @@ def bare_stage(fileset, workers: int) -> float:
     from distributed import Client, LocalCluster
 
     from swift_rules.agc.ttbar import TtbarProcessor
+    from swift_rules.kept_files import Runner
 
     NanoAODSchema.warn_missing_crossrefs = False
     started = time.perf_counter()
@@ -37,7 +39,7 @@ def bare_stage(fileset, workers: int) -> float:
         Client(cluster) as client,
     ):
         executor = processor.DaskExecutor(client=client, status=False)
-        runner = processor.Runner(executor, chunksize=100_000, schema=NanoAODSchema)
+        runner = Runner(executor, chunksize=100_000, schema=NanoAODSchema)
         runner(fileset, TtbarProcessor(), treename="Events")
     return time.perf_counter() - started
 

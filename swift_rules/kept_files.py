@@ -58,8 +58,16 @@ def kept_file(filename: str, fileuuid: bytes, treename: str, timeout, uproot_opt
         raise Exception(f"Failed to open file: {filename!r}. The error was: {e!r}.") from e
     files[key] = opened
     while len(files) > KEEP:
-        files.popitem(last=False)[1].close()
+        _close(files.popitem(last=False)[1])
     return opened
+
+
+def _close(opened) -> None:
+    # Read-only: nothing to lose. A server gone must not hide the run's own error.
+    try:
+        opened.close()
+    except Exception:
+        pass
 
 
 class BoundaryBaskets:
@@ -91,7 +99,7 @@ class BoundaryBaskets:
 def close_kept_files() -> None:
     """Close this thread's kept files (a job's end: in-process runs read in this thread)."""
     while _kept.files:
-        _kept.files.popitem()[1].close()
+        _close(_kept.files.popitem()[1])
 
 
 class Runner(processor.Runner):

@@ -253,8 +253,10 @@ class Workflow:
     # -- progress ---------------------------------------------------------------------------
 
     def _alive(self) -> bool:
-        if self._popen is not None:
-            self._popen.poll()  # reap it if it has ended
+        # The handle that started the supervisor knows it from its Popen; a handle found
+        # with attach() knows it by pid, start time, owner and command line (/proc).
+        if self._popen is not None and self._popen.poll() is None:
+            return True
         return st.is_our_run(self.record, self._folder)
 
     def status(self) -> Status:
