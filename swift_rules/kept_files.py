@@ -86,13 +86,11 @@ class BoundaryBaskets:
         for num, range_or_basket in self.ranges(entry_start, entry_stop):
             basket = kept.get(num)
             cut = self.branch.basket_entry_start_stop(num)[1] > entry_stop
-            if basket is None and cut and isinstance(range_or_basket, tuple):
+            if cut and basket is None and isinstance(range_or_basket, tuple):
                 basket = self.branch.basket(num)
-            if basket is not None:
-                if basket.entry_start_stop[1] > entry_stop:
-                    self.baskets[num] = basket
-                range_or_basket = basket
-            out.append((num, range_or_basket))
+            if cut and basket is not None:
+                self.baskets[num] = basket
+            out.append((num, range_or_basket if basket is None else basket))
         return out
 
 
