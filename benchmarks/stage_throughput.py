@@ -1,7 +1,8 @@
 """Events/s per core of the agc::ttbar stage against the I/O floor, same files.
 
 The I/O floor: uproot reading and decompressing only the branches the stage
-needs (the same ones NanoEvents materialises), one core. The stage: coffea's
+needs (the same ones NanoEvents materialises), one core, in one ``iterate`` with the
+reads the stage's Runner makes (in the calling thread). The stage: coffea's
 Runner with the in-process executor on one core, numba kernels compiled
 beforehand (their on-disk cache makes that a one-off per installation), the
 branches read lazily, column by column, as in the workflow: swift-rules' Runner
@@ -26,7 +27,7 @@ from coffea import processor
 from common import REPO, benchmark_fileset, floor_branches, machine, table
 
 from swift_rules.agc.ttbar import TtbarProcessor
-from swift_rules.kept_files import Runner, close_kept_files
+from swift_rules.kept_files import Runner, close_kept_files, local_reads
 
 REAL_NANOAOD = REPO.parent / "shared" / "data" / "nanoaod" / "nano_tt_v12.root"
 
@@ -35,7 +36,7 @@ def io_floor(fileset, branches) -> tuple[int, float]:
     events, started = 0, time.perf_counter()
     for files in fileset.values():
         for path in files:
-            with uproot.open(path) as f:
+            with uproot.open(path, **local_reads(path)) as f:
                 tree = f["Events"]
                 for arrays in tree.iterate(branches, step_size=100_000, library="ak"):
                     events += len(arrays)

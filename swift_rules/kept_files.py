@@ -8,8 +8,9 @@ objects through uproot's ``object_cache``: coffea still opens the file (its head
 finds the TTree there, and reads the chunk through the kept file. A local file's
 branches also keep the basket a chunk boundary cuts in two, decompressed for the chunk
 before it and reused by the one after (uproot's own ``iterate`` does the same): coffea
-decompressed it twice. The chunks are coffea's own, and so are the bytes read: outputs
-are unchanged.
+decompressed it twice. A kept local file is read in the thread that reads the chunk
+(uproot's default source hands each read to a thread of its own). The chunks are
+coffea's own, and so are the bytes read: outputs are unchanged.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def kept_file(filename: str, fileuuid: bytes, treename: str, timeout, uproot_opt
         return files[key]
     # No array cache: coffea's per-chunk file dropped each chunk's arrays with the file;
     # a kept file would hold up to 100 MB of arrays no later chunk reads.
-    options = {"array_cache": None, **uproot_options, "object_cache": {}}
+    options = {"array_cache": None, **local_reads(filename), **uproot_options, "object_cache": {}}
     try:
         opened = uproot.open({filename: None}, timeout=timeout, **options)
         if opened.file.fUUID != fileuuid:
@@ -60,6 +61,18 @@ def kept_file(filename: str, fileuuid: bytes, treename: str, timeout, uproot_opt
     while len(files) > KEEP:
         _close(files.popitem(last=False)[1])
     return opened
+
+
+def local_reads(filename: str) -> dict:
+    """uproot's options for reading a local file in the calling thread. uproot's default
+    source (fsspec's) hands every read to its own event-loop thread and waits for it:
+    coffea reads column by column, ~20 reads per chunk, and those hand-overs made reading
+    1.5x slower than the same reads done here (docs/benchmarks.md). Plain reads, not a
+    memory map: a file cut short while mapped would kill the worker (SIGBUS) instead of
+    raising an error that names it. Each thread keeps its own files, so one handle each."""
+    if is_remote(filename):
+        return {}
+    return {"handler": uproot.MultithreadedFileSource, "use_threads": False}
 
 
 def _close(opened) -> None:
@@ -112,7 +125,8 @@ class Runner(processor.Runner):
             timeout = options.pop("timeout", xrootdtimeout)
             kept = kept_file(work.filename, work.fileuuid, work.treename, timeout, options)
             if kept is not None:
-                uproot_options = {**uproot_options, "object_cache": kept.file.object_cache}
+                uproot_options = {**local_reads(work.filename), **uproot_options,
+                                  "object_cache": kept.file.object_cache}  # fmt: skip
         return processor.Runner._work_function(
             format, xrootdtimeout, schema, use_dataframes, savemetrics, item,
             processor_instance=processor_instance, uproot_options=uproot_options, **kwargs,

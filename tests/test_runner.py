@@ -148,6 +148,31 @@ def test_a_kept_file_is_the_one_chunked_and_few_stay_open(tiny_dataset):
     assert all(f.closed for f in opened)
 
 
+def test_a_kept_local_file_is_read_in_the_calling_thread(tiny_dataset, monkeypatch):
+    """Not through fsspec's event-loop thread: a hand-over per column read made
+    coffea's reading 1.5x slower (docs/benchmarks.md)."""
+    import threading
+
+    from uproot.source.file import FileResource
+
+    from swift_rules.kept_files import close_kept_files, kept_file
+
+    readers, plain_get = [], FileResource.get
+
+    def get(self, *args):
+        readers.append(threading.get_ident())
+        return plain_get(self, *args)
+
+    monkeypatch.setattr(FileResource, "get", get)
+    path = tiny_dataset[SAMPLE][0]
+    kept = kept_file(path, uproot.open(path).file.fUUID, "Events", None, {})
+    try:
+        kept["Events"]["Jet_pt"].array(entry_start=0, entry_stop=10)
+    finally:
+        close_kept_files()
+    assert readers and set(readers) == {threading.get_ident()}
+
+
 def test_existing_scheduler_address(tmp_path, tiny_dataset):
     from distributed import LocalCluster
 
