@@ -10,6 +10,7 @@ stand behind them without unpickling anything.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -49,13 +50,18 @@ VERSIONED = ("swift-rules", "coffea", "uproot", "awkward", "hist", "numpy", "num
 
 
 def software_versions() -> dict[str, str]:
+    return dict(_versions())
+
+
+@functools.cache  # of what this process imports: a warm-start server looks them up once
+def _versions() -> tuple[tuple[str, str], ...]:
     versions = {"python": platform.python_version()}
     for name in VERSIONED:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    return versions
+    return tuple(versions.items())
 
 
 def run_stage(

@@ -380,6 +380,28 @@ def test_packages_installed_elsewhere_are_not_fingerprinted(tmp_path, monkeypatc
     assert sorted(module_closure(["mystage"], ["mystage"])) == ["myhelpers", "mystage"]
 
 
+def test_a_module_edited_after_its_imports_were_remembered_is_parsed_again(tmp_path, monkeypatch):
+    # A warm-start server parses a package's modules once; a job's fingerprint must
+    # still follow an import added since, and hash every file as it is now.
+    import os
+
+    from swift_rules.fingerprint import code_fingerprint, module_closure, remember_imports
+
+    (tmp_path / "ana").mkdir()
+    (tmp_path / "ana" / "__init__.py").write_text("")
+    stage = tmp_path / "ana" / "stage.py"
+    stage.write_text("X = 1\n")
+    (tmp_path / "ana" / "helpers.py").write_text("Y = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    remember_imports("ana")
+    before = code_fingerprint(["ana.stage"])
+    assert sorted(module_closure(["ana.stage"], ["ana"])) == ["ana.stage"]
+    stage.write_text("from ana import helpers\n")
+    os.utime(stage, ns=(1, 1))  # not the time it was parsed at, whatever the clock
+    assert sorted(module_closure(["ana.stage"], ["ana"])) == ["ana", "ana.helpers", "ana.stage"]
+    assert code_fingerprint(["ana.stage"]) != before
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -62,11 +62,9 @@ def registry_of(args):
 
 
 def _analysis_groups() -> dict[str, metadata.EntryPoint]:
-    eps = metadata.entry_points()
-    found = (
-        eps.select(group=COMMAND_GROUP) if hasattr(eps, "select") else eps.get(COMMAND_GROUP, [])
-    )
-    return {ep.name: ep for ep in found}
+    from swift_rules.registry import installed_entry_points
+
+    return {ep.name: ep for ep in installed_entry_points(COMMAND_GROUP)}
 
 
 def _broker(args) -> int:

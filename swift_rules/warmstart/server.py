@@ -38,6 +38,10 @@ PRELOAD = (
     "coffea.processor",
     "coffea.nanoevents",
     "swift_rules.cli",
+    "swift_rules.cli.data",
+    "swift_rules.cli.outputs",
+    "swift_rules.cli.runs",
+    "swift_rules.cli.stages",
     "swift_rules.runner",
     "swift_rules.results",
     "swift_rules.config",
@@ -128,11 +132,24 @@ def _preload(owner: int) -> bool:
         import numba
 
         numba.njit(lambda x: x + 1)(1)  # sets up numba's compiler: 0.8 s of every job's start
+        _look_up_once()
     if threading.active_count() != 1:
         # fork() copies only the calling thread: a lock held elsewhere would deadlock a child.
         raise RuntimeError(f"preloading started threads: {threading.enumerate()}")
     _log(f"preloaded {len(PRELOAD) + len(extra)} modules in {time.perf_counter() - started:.1f} s")
     return True
+
+
+def _look_up_once() -> None:
+    """What every job would look up the same way (~40 ms each): the installed packages'
+    versions and entry points, and the imports of swift_rules' own modules (for the code
+    fingerprint; a file edited since is parsed again, by its time and size)."""
+    from swift_rules import cli, fingerprint, registry, runner
+
+    runner.software_versions()
+    for group in (registry.ENTRY_POINT_GROUP, cli.COMMAND_GROUP):
+        registry.installed_entry_points(group)
+    fingerprint.remember_imports("swift_rules")
 
 
 def _loop(listener: socket.socket, owner: int) -> None:
