@@ -18,6 +18,10 @@ Limits, on purpose:
 - The server lives no longer than the Snakemake process that it serves.
 - Only installed libraries and swift-rules' job code are preloaded, not the stages:
   each child imports the stage's module itself, so an edited stage always runs as edited.
+  What every job would look up alike is looked up once: the packages' versions and
+  entry points (a package installed meanwhile is seen by the next Snakemake run), and
+  the imports of swift_rules' modules for the code fingerprint (by file time and size:
+  an edited file is parsed again; every file is hashed anew).
 - If anything is wrong before the job starts (no server, preload failed, another host),
   the client runs the job in its own process, as without warm start.
 Killing a client (Snakemake cancelling the job) kills its child and the child's own
