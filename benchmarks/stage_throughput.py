@@ -9,8 +9,9 @@ branches read lazily, column by column, as in the workflow: swift-rules' Runner
 (each file kept open across its chunks, swift_rules/kept_files.py) and coffea's own
 (the file opened again for every chunk). Passes are interleaved; medians are shown,
 with where the stage's time goes (timers around the processor's steps; coffea's part
-is the rest of the wall time). Then the set-up cost per chunk on a real NanoAOD file
-(~1,500 branches), where ../shared has one.
+is the rest of the wall time). Then the same reads through each of uproot's local
+sources, and the set-up cost per chunk on a real NanoAOD file (~1,500 branches), where
+../shared has one.
 
     python benchmarks/stage_throughput.py [--files-per-sample N] [--repeat 3]
 """
@@ -163,8 +164,51 @@ def main() -> None:
           f"stage {', '.join(f'{t:.2f}' for t in ours)} s; "
           f"coffea's Runner {', '.join(f'{t:.2f}' for t in reopened)} s; "
           f"{rate_stage / rate_io:.2f} of the floor")  # fmt: skip
+    reads_by_source(fileset, branches, args.repeat)
     if REAL_NANOAOD.exists():
         real_nanoaod_setup(args.repeat)
+
+
+SOURCES = {
+    "uproot's default (fsspec: each read handed to its event-loop thread)": {},
+    "memory map (MemmapSource)": {"handler": uproot.MemmapSource},
+    "plain reads in the calling thread (what the Runner uses)": local_reads("x.root"),
+}
+
+
+def read_all(fileset, branches, options, per_column: bool) -> float:
+    """Seconds to read ``branches`` of every file in chunks of 100k events: column by
+    column as coffea does (one ``TBranch.array`` each), or in one ``iterate``."""
+    started = time.perf_counter()
+    for files in fileset.values():
+        for path in files:
+            with uproot.open(path, **options) as f:
+                tree = f["Events"]
+                if not per_column:
+                    for _ in tree.iterate(branches, step_size=100_000):
+                        pass
+                    continue
+                for start in range(0, tree.num_entries, 100_000):
+                    stop = min(tree.num_entries, start + 100_000)
+                    for name in branches:
+                        tree[name].array(entry_start=start, entry_stop=stop)
+    return time.perf_counter() - started
+
+
+def reads_by_source(fileset, branches, repeat: int) -> None:
+    """The same reads through each of uproot's local sources, interleaved."""
+    times = {(name, pc): [] for name in SOURCES for pc in (True, False)}
+    for _ in range(repeat):
+        for (name, per_column), spent in times.items():
+            spent.append(read_all(fileset, branches, SOURCES[name], per_column))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best = med[(list(SOURCES)[-1], False)]
+    table(
+        f"reading the stage's branches, by uproot source, median of {repeat}",
+        ["source", "column by column [s]", "one iterate [s]", "column by column / best iterate"],
+        [[name, f"{med[(name, True)]:.2f}", f"{med[(name, False)]:.2f}",
+          f"{med[(name, True)] / best:.2f}"] for name in SOURCES],
+    )  # fmt: skip
 
 
 def real_nanoaod_setup(repeat: int) -> None:
