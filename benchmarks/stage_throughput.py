@@ -28,16 +28,17 @@ from coffea import processor
 from common import REPO, benchmark_fileset, floor_branches, machine, table
 
 from swift_rules.agc.ttbar import TtbarProcessor
-from swift_rules.kept_files import Runner, close_kept_files, local_reads
+from swift_rules.kept_files import LOCAL_READS, Runner, close_kept_files
 
 REAL_NANOAOD = REPO.parent / "shared" / "data" / "nanoaod" / "nano_tt_v12.root"
 
 
-def io_floor(fileset, branches) -> tuple[int, float]:
+def io_floor(fileset, branches, options=LOCAL_READS) -> tuple[int, float]:
+    """(events, seconds) to read ``branches`` of every file in one ``iterate``."""
     events, started = 0, time.perf_counter()
     for files in fileset.values():
         for path in files:
-            with uproot.open(path, **local_reads(path)) as f:
+            with uproot.open(path, **options) as f:
                 tree = f["Events"]
                 for arrays in tree.iterate(branches, step_size=100_000, library="ak"):
                     events += len(arrays)
@@ -172,22 +173,19 @@ def main() -> None:
 SOURCES = {
     "uproot's default (fsspec: each read handed to its event-loop thread)": {},
     "memory map (MemmapSource)": {"handler": uproot.MemmapSource},
-    "plain reads in the calling thread (what the Runner uses)": local_reads("x.root"),
+    "plain reads in the calling thread (what the Runner uses)": LOCAL_READS,
 }
+PLAIN = list(SOURCES)[-1]
 
 
-def read_all(fileset, branches, options, per_column: bool) -> float:
-    """Seconds to read ``branches`` of every file in chunks of 100k events: column by
-    column as coffea does (one ``TBranch.array`` each), or in one ``iterate``."""
+def column_reads(fileset, branches, options) -> float:
+    """Seconds to read ``branches`` of every file in chunks of 100k events, column by
+    column as coffea does (one ``TBranch.array`` each)."""
     started = time.perf_counter()
     for files in fileset.values():
         for path in files:
             with uproot.open(path, **options) as f:
                 tree = f["Events"]
-                if not per_column:
-                    for _ in tree.iterate(branches, step_size=100_000):
-                        pass
-                    continue
                 for start in range(0, tree.num_entries, 100_000):
                     stop = min(tree.num_entries, start + 100_000)
                     for name in branches:
@@ -197,17 +195,20 @@ def read_all(fileset, branches, options, per_column: bool) -> float:
 
 def reads_by_source(fileset, branches, repeat: int) -> None:
     """The same reads through each of uproot's local sources, interleaved."""
-    times = {(name, pc): [] for name in SOURCES for pc in (True, False)}
+    columns = {name: [] for name in SOURCES}
+    iterated = {name: [] for name in SOURCES}
     for _ in range(repeat):
-        for (name, per_column), spent in times.items():
-            spent.append(read_all(fileset, branches, SOURCES[name], per_column))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    best = med[(list(SOURCES)[-1], False)]
+        for name, options in SOURCES.items():
+            columns[name].append(column_reads(fileset, branches, options))
+            iterated[name].append(io_floor(fileset, branches, options)[1])
+    by_column = {k: statistics.median(v) for k, v in columns.items()}
+    by_iterate = {k: statistics.median(v) for k, v in iterated.items()}
+    best = by_iterate[PLAIN]
     table(
         f"reading the stage's branches, by uproot source, median of {repeat}",
         ["source", "column by column [s]", "one iterate [s]", "column by column / best iterate"],
-        [[name, f"{med[(name, True)]:.2f}", f"{med[(name, False)]:.2f}",
-          f"{med[(name, True)] / best:.2f}"] for name in SOURCES],
+        [[name, f"{by_column[name]:.2f}", f"{by_iterate[name]:.2f}",
+          f"{by_column[name] / best:.2f}"] for name in SOURCES],
     )  # fmt: skip
 
 

@@ -63,6 +63,9 @@ def kept_file(filename: str, fileuuid: bytes, treename: str, timeout, uproot_opt
     return opened
 
 
+LOCAL_READS = {"handler": uproot.MultithreadedFileSource, "use_threads": False}
+
+
 def local_reads(filename: str) -> dict:
     """uproot's options for reading a local file in the calling thread. uproot's default
     source (fsspec's) hands every read to its own event-loop thread and waits for it:
@@ -70,9 +73,7 @@ def local_reads(filename: str) -> dict:
     1.5x slower than the same reads done here (docs/benchmarks.md). Plain reads, not a
     memory map: a file cut short while mapped would kill the worker (SIGBUS) instead of
     raising an error that names it. Each thread keeps its own files, so one handle each."""
-    if is_remote(filename):
-        return {}
-    return {"handler": uproot.MultithreadedFileSource, "use_threads": False}
+    return {} if is_remote(filename) else dict(LOCAL_READS)
 
 
 def _close(opened) -> None:
