@@ -46,6 +46,9 @@ __all__ = ["InputError", "run_stage"]
 
 log = logging.getLogger(__name__)
 
+# How this process started, for the run record: the warm-start server sets it in the
+# child that it forks for a job (swift_rules/warmstart/server.py).
+warm_started = False
 VERSIONED = ("swift-rules", "coffea", "uproot", "awkward", "hist", "numpy", "numba", "dask")
 
 
@@ -155,7 +158,8 @@ def run_stage(
             "stage": stage_name, "sample": sample, "variant": choice.device,
             "device_reason": choice.reason,
             "executor": redact(executor),  # records are shared; tokens are not
-            "workers": workers, "host": platform.node(), "started": began, "finished": _now(),
+            "workers": workers, "host": platform.node(), "warm_started": warm_started,
+            "started": began, "finished": _now(),
             "wall_time_s": round(wall, 3),
             "events_per_s": round(n_events / wall, 1) if wall > 0 else None,
             "result": str(out),

@@ -89,6 +89,31 @@ def test_gpu_stage_job_lands_on_a_gpu_slot(htcondor_pool, htcondor_profile_run):
     shutil.rmtree(path, ignore_errors=True)
 
 
+def test_grouped_stage_jobs_run_in_one_htcondor_job_warm_started(
+    htcondor_pool, htcondor_local_run
+):
+    """Three stage jobs grouped into one batch job (``--groups``/``--group-components``):
+    one HTCondor job, whose Snakemake forks them from one warm-start server (each record
+    says so); their results equal the local run's, bit for bit."""
+    path = workdir(htcondor_pool, "grouped", PROFILE_CONFIG)
+    source = htcondor_local_run / "data"
+    in_pool("cp", "-r", "--preserve=timestamps", source, path / "data", cwd=path)
+    samples = ("ttbar__nominal", "ttbar__scaledown", "wjets__nominal")
+    targets = [f"results/agc/ttbar/partial/{s}/group0000.pkl" for s in samples]
+    grouping = ["--groups", "swift_process=stages", "--group-components", "stages=3"]
+    cmd = snakemake_cmd("htcondor", path, "--seconds-between-status-checks", "1", *targets,
+                        *grouping)  # fmt: skip
+    proc = in_pool(*cmd, cwd=path, timeout=240, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = history(f'Iwd == "{path}"', "JobBatchName")
+    assert len(rows) == 1, rows
+    for sample, target in zip(samples, targets, strict=True):
+        record = path / f"results/logs/agc/ttbar/{sample}/group0000.run.json"
+        assert json.loads(record.read_text())["warm_started"] is True, record.read_text()
+        assert_same_result(path / target, htcondor_local_run / target)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 # --- Dask workers submitted to the pool by dask-jobqueue -----------------------------------
 
 DASK_ON_POOL = {

@@ -128,6 +128,27 @@ def test_gpu_stage_job_gets_its_gpu_cores_memory_and_time(
     assert load_result(path / target)[1]["variant"] == "cpu" and reason.startswith("auto: ")
 
 
+def test_grouped_stage_jobs_run_in_one_slurm_job_warm_started(
+    slurm_base, slurm_profile, slurm_local_run
+):
+    """Three stage jobs grouped into one batch job (``--groups``/``--group-components``):
+    one Slurm job, whose Snakemake forks them from one warm-start server (each record
+    says so); their results equal the local run's, bit for bit."""
+    path = workdir(slurm_base, "grouped", PROFILE_CONFIG)
+    shutil.copytree(slurm_local_run / "data", path / "data")
+    samples = ("ttbar__nominal", "ttbar__scaledown", "wjets__nominal")
+    targets = [f"results/agc/ttbar/partial/{s}/group0000.pkl" for s in samples]
+    grouping = ["--groups", "swift_process=stages", "--group-components", "stages=3"]
+    proc = run(snakemake(slurm_profile, path, *FAST, *targets, *grouping), cwd=path, timeout=240)
+    assert proc.returncode == 0, output(proc)[-4000:]
+    rows = accounted(path, "Comment", "State", "AllocCPUS")
+    assert len(rows) == 1 and rows[0]["State"] == "COMPLETED", rows
+    for sample, target in zip(samples, targets, strict=True):
+        record = path / f"results/logs/agc/ttbar/{sample}/group0000.run.json"
+        assert json.loads(record.read_text())["warm_started"] is True, record.read_text()
+        assert_same_result(path / target, slurm_local_run / target)
+
+
 def test_ctrl_c_cancels_the_slurm_jobs(slurm_base, slurm_profile):
     path = workdir(slurm_base, "interrupted")
     (path / "Snakefile").write_text(

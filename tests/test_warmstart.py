@@ -17,6 +17,7 @@ import pytest
 import uproot
 
 from swift_rules import warmstart
+from swift_rules.warmstart import channel as warm_channel
 from swift_rules.warmstart import client as warm_client
 from swift_rules.warmstart import server as warm_server
 
@@ -102,9 +103,20 @@ def test_results_equal_a_cold_run(warm_env, tiny_dataset, tmp_path):
     args = ["run", "agc::ttbar", "--sample", "ttbar__nominal", "--files", *files, "--workers", "1"]
     cold_env = {k: v for k, v in warm_env.items() if k != warmstart.ENV}
     for name, env in (("cold", cold_env), ("warm", warm_env)):
-        proc = swift(*args, "--out", str(tmp_path / f"{name}.pkl"), env=env, cwd=tmp_path)
+        out = [
+            "--out",
+            str(tmp_path / f"{name}.pkl"),
+            "--run-record",
+            str(tmp_path / f"{name}.json"),
+        ]
+        proc = swift(*args, *out, env=env, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
     assert any("agc::ttbar" in line for line in served_jobs(warm_env))
+    started = {
+        n: json.loads((tmp_path / f"{n}.json").read_text())["warm_started"]
+        for n in ("cold", "warm")
+    }
+    assert started == {"cold": False, "warm": True}
     from swift_rules.results import load_result
 
     cold, cold_meta = load_result(tmp_path / "cold.pkl")
@@ -198,6 +210,50 @@ def test_offered_only_to_local_jobs_of_the_main_snakemake_process(monkeypatch):
     Workflow.local_exec = True
     warmstart.offer(Workflow, enabled=False)
     assert warmstart.ENV not in os.environ
+
+
+def test_offered_by_a_batch_jobs_snakemake_only_when_it_runs_several_jobs(monkeypatch):
+    """A group job's Snakemake (``--mode remote``, several ``--target-jobs``) runs its
+    jobs warm; one that runs a single job does not start a server for it."""
+
+    class Workflow:
+        is_main_process = False
+        remote_exec = True
+        local_exec = True
+        dryrun = False
+
+    started = []
+    monkeypatch.setattr(warm_client, "_start_server", lambda *args: started.append(args))
+    monkeypatch.delenv(warmstart.ENV, raising=False)
+    one = ["snakemake", "--target-jobs", "swift_process:dataset=a,group=0000", "--cores", "1"]
+    group = [
+        "snakemake",
+        "--target-jobs",
+        "swift_process:dataset=a,group=0000",
+        "swift_process:dataset=b,group=0000",
+        "--local-groupid",
+        "7",
+        "--mode",
+        "remote",
+    ]
+    assert [warm_client.target_jobs(argv) for argv in (one, group, ["snakemake"])] == [1, 2, 0]
+    assert warm_client.target_jobs(group[:4]) == 2  # the last option
+    monkeypatch.setattr(sys, "argv", one)
+    warmstart.offer(Workflow, enabled=True)
+    assert warmstart.ENV not in os.environ and not started
+    monkeypatch.setattr(sys, "argv", group)
+    warmstart.offer(Workflow, enabled=True)
+    assert len(started) == 1
+    offered = os.environ[warmstart.ENV]
+    os.rmdir(os.path.dirname(offered.split(":", 2)[2]))
+    # A job step of the group (Slurm: a Snakemake per job, started with srun) keeps it...
+    monkeypatch.setattr(sys, "argv", one)
+    warmstart.offer(Workflow, enabled=True)
+    assert os.environ[warmstart.ENV] == offered and len(started) == 1
+    # ...but not an offer of the main process (a server outside the batch job).
+    monkeypatch.delenv(warm_channel.GROUP_ENV)
+    warmstart.offer(Workflow, enabled=True)
+    assert warmstart.ENV not in os.environ and len(started) == 1
 
 
 # -- another user of the machine ---------------------------------------------------------

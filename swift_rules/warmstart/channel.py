@@ -10,6 +10,9 @@ import stat
 import struct
 
 ENV = "SWIFT_RULES_WARM"
+# Set beside ENV by a batch job's own Snakemake that serves its group of jobs: the job
+# steps it starts (Slurm runs each with srun, a Snakemake of its own) keep its offer.
+GROUP_ENV = "SWIFT_RULES_WARM_GROUP"
 # More modules to import in the server, e.g. a stage's heavy dependencies (comma-separated).
 PRELOAD_ENV = "SWIFT_RULES_WARM_PRELOAD"
 RUNNING = b"R"  # the server says: the child runs your command

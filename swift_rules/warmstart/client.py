@@ -14,6 +14,7 @@ import time
 
 from swift_rules.warmstart.channel import (
     ENV,
+    GROUP_ENV,
     HEADER,
     RUNNING,
     STATUS,
@@ -54,14 +55,31 @@ def _off(reason: str) -> None:
 def offer(workflow, enabled: bool) -> None:
     """At workflow parse time: offer warm start to this run's jobs, or withdraw it.
 
-    Only Snakemake's main process, running jobs on this machine (not through a cluster
-    executor, not a job's own Snakemake inside a batch job) offers it; not a dry run,
-    which runs no job. Snakemake 7 has no such flags, so it never does.
+    Offered by a Snakemake process that runs jobs on this machine: the main process, or
+    a batch job's own Snakemake (``--mode remote``) when it runs several jobs (a group
+    job: ``--groups``/``--group-components``), whose jobs then pay the set-up once per
+    batch job. A job step of such a group job (under Slurm, each job of the group is a
+    Snakemake of its own, started with srun) keeps its group's offer. Any other offer
+    that a batch job inherits is withdrawn: its jobs must run inside the batch job, not
+    in a server outside it. Never in a dry run, which runs no job; Snakemake 7 has no
+    such flags, so it never offers.
     """
-    local = getattr(workflow, "is_main_process", False) and getattr(workflow, "local_exec", False)
-    os.environ.pop(ENV, None)
-    if not (enabled and local) or getattr(workflow, "dryrun", True):
+    inherited = os.environ.pop(ENV, None), os.environ.pop(GROUP_ENV, None)
+    if not enabled or getattr(workflow, "dryrun", True):
         return
+    if not getattr(workflow, "local_exec", False):
+        return
+    if getattr(workflow, "is_main_process", False):
+        _serve(group=False)
+    elif getattr(workflow, "remote_exec", False):
+        if target_jobs(sys.argv) > 1:
+            _serve(group=True)
+        elif inherited[0] and inherited[1]:
+            os.environ[ENV], os.environ[GROUP_ENV] = inherited
+
+
+def _serve(group: bool) -> None:
+    """Start this process's server and offer it to the jobs it runs."""
     try:
         value = address(os.getpid())
         # Preload while Snakemake builds its DAG, so that the first jobs need not wait.
@@ -71,6 +89,18 @@ def offer(workflow, enabled: bool) -> None:
         _off(str(err))
         return
     os.environ[ENV] = value
+    if group:
+        os.environ[GROUP_ENV] = "1"
+
+
+def target_jobs(argv: list[str]) -> int:
+    """How many jobs a batch job's Snakemake (``--mode remote``) runs: the words after its
+    ``--target-jobs``, one per job. (Snakemake applies its DAG settings after it has read
+    the workflow, so while it reads it only the command line tells.)"""
+    if "--target-jobs" not in argv:
+        return 0
+    words = argv[argv.index("--target-jobs") + 1 :]
+    return next((i for i, word in enumerate(words) if word.startswith("-")), len(words))
 
 
 def delegate(argv: list[str]) -> int | None:

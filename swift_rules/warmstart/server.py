@@ -251,7 +251,9 @@ def _run_child(request: dict, fds: list[int], conn: socket.socket) -> None:
         sys.path[:] = request["path"]
         sys.argv = ["swift-rules", *request["argv"]]
         _fresh_process_state()
-        from swift_rules import cli
+        from swift_rules import cli, runner
+
+        runner.warm_started = True  # (the run record says so)
 
         code = cli.run(request["argv"])
     except SystemExit as exit_:
