@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 from swift_rules.errors import SwiftError
+
+
+def _import_jsonschema():
+    """jsonschema, imported without rfc3987-syntax. When that package is installed
+    (JupyterLab's jupyter-events asks for it), jsonschema imports it for its ``iri``
+    format checks, and its import builds 38 lark grammars: 1.5 s in every Snakemake
+    process that reads a workflow (python-jsonschema/jsonschema#1428). Our schemas check
+    no formats; the package stays importable for whoever imports it later."""
+    if "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
+        import jsonschema
+
+        return jsonschema
+    sys.modules["rfc3987_syntax"] = None  # (an ImportError, which jsonschema expects)
+    try:
+        import jsonschema
+    finally:
+        del sys.modules["rfc3987_syntax"]
+    return jsonschema
+
+
+jsonschema = _import_jsonschema()
 
 SCHEMA_PATH = Path(__file__).with_name("schema") / "config.schema.yaml"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 
 import pytest
 from helpers import agc_config
@@ -465,3 +467,16 @@ def test_user_stages_declare_their_options_by_signature_or_schema(tmp_path, monk
         check_options("u::n", "user_stage_mod:NoOptions", {"x": 1})
     # A stage whose source cannot be read is not checked (the job says what is wrong).
     check_options("u::z", "not_a_module_anywhere:Z", {"x": 1})
+
+
+def test_reading_the_config_does_not_import_rfc3987_syntax():
+    """jsonschema would import rfc3987-syntax (1.5 s: it builds 38 grammars) in every
+    Snakemake process that reads a workflow; the config module imports it without, and
+    the package stays importable afterwards."""
+    code = (
+        "import importlib.util, sys; import swift_rules.config, jsonschema\n"
+        "assert 'rfc3987_syntax' not in sys.modules, 'imported'\n"
+        "if importlib.util.find_spec('rfc3987_syntax'): import rfc3987_syntax\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
