@@ -118,6 +118,31 @@ class Cluster:
                 proc.kill()
 
 
+def _stage_wall(fileset) -> float:
+    return stage(fileset)[1]
+
+
+def machine_ceiling(fileset, passes: int) -> tuple[list[float], list[float]]:
+    """The machine's own 2-core ceiling, without Dask: wall times of the stage over
+    ``fileset`` in one process, and in two processes at once, each on every other file
+    (fresh processes, warmed first), ``passes`` times, interleaved."""
+    import multiprocessing
+
+    files = [(name, path) for name, paths in fileset.items() for path in paths]
+    halves = [{}, {}]
+    for i, (name, path) in enumerate(files):
+        halves[i % 2].setdefault(name, []).append(path)
+    one, two = [], []
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_stage_wall, [{k: v[:1]} for k, v in list(fileset.items())[:2]])  # warm-up
+        for _ in range(passes):
+            one.append(pool.apply(_stage_wall, (fileset,)))
+            started = time.perf_counter()
+            pool.map(_stage_wall, halves, chunksize=1)
+            two.append(time.perf_counter() - started)
+    return one, two
+
+
 def merge_cost(layout, counts=(10, 100, 1000)) -> list[list[str]]:
     """Seconds to merge N partial results of the stage (coffea's accumulate)."""
     from coffea.processor import accumulate
@@ -236,6 +261,18 @@ def main() -> None:
          ["scheduler CPU per pass [s]", f"{cpu:.2f}"],
          ["scheduler CPU per task [ms]", f"{cpu / max(tasks, 1) * 1e3:.2f}"]],
     )  # fmt: skip
+    one, two = machine_ceiling(fileset, args.repeat)
+    t_one, t_two = statistics.median(one), statistics.median(two)
+    table(
+        "the machine's own ceiling: the stage in 1 process, and in 2 processes at once "
+        "(each on every other file; no Dask), median of " + str(args.repeat),
+        ["what", "wall time [s]", "events/s", "speed-up over 1 process"],
+        [["1 process", f"{t_one:.2f}", f"{n_events / t_one:,.0f}", "1.00"],
+         ["2 processes at once", f"{t_two:.2f}", f"{n_events / t_two:,.0f}",
+          f"{t_one / t_two:.2f}"]],
+    )  # fmt: skip
+    print("passes [s]: 1 process: " + ", ".join(f"{t:.2f}" for t in one)
+          + "; 2 processes: " + ", ".join(f"{t:.2f}" for t in two))  # fmt: skip
     table(
         "merging N partial results of the stage (coffea's accumulate, one process)",
         ["partial results", "time [s]", "per partial result [ms]"],

@@ -7,9 +7,12 @@ are forked from the warm-start server instead (swift_rules/warmstart). Both are 
 here as whole processes, start to result written, on one file of the benchmark set
 (500,000 events, one core, ``--workers 1``), against the I/O floor of that file and the
 stage's steady state in a long-running process. The cold job's fixed cost is then split
-into the parts measured apart in fresh processes.
+into the parts measured apart in fresh processes. Last, batch jobs as a batch system runs
+them (``snakemake --mode remote``, one core): one stage job each, against one batch job
+that runs a group of them (``--groups``/``--group-components``), which forks them from a
+warm-start server of its own.
 
-    python benchmarks/job_overhead.py [--repeat 5]
+    python benchmarks/job_overhead.py [--repeat 5] [--group 4]
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import time
 import warnings
 from pathlib import Path
 
-from common import RUN_ENV, benchmark_fileset, floor_branches, machine, table
+import yaml
+from common import CONFIG, REPO, RUN_ENV, benchmark_fileset, floor_branches, machine, table
 from stage_throughput import io_floor, stage
 
 SAMPLE = "ttbar__nominal"
@@ -77,6 +81,32 @@ def job(path: str, out: Path, env: dict) -> tuple[float, float]:
     return wall, json.loads(record.read_text())["wall_time_s"]
 
 
+def batch_job(config: Path, groups: list[int], env: dict) -> float:
+    """Wall time of one batch job's Snakemake that runs the stage jobs of ``groups`` of
+    SAMPLE (one file each), as an HTCondor or Slurm job runs it: ``--mode remote``, one
+    core, the jobs forced to run."""
+    dataset = SAMPLE
+    targets = [f"swift_process:namespace=agc,stagename=ttbar,dataset={dataset},group={g:04d}"
+               for g in groups]  # fmt: skip
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+           "--configfile", str(config), "--target-jobs", *targets, "--allowed-rules",
+           "swift_process", "--cores", "1", "--force", "--mode", "remote", "--nolock",
+           "--quiet", "all"]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def batch_config(work: Path) -> Path:
+    """The benchmark workflow's config with one file per stage job, results in ``work``."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["results"] = str(work / "results")
+    config["data"]["files_per_group"] = 1
+    path = work / "batch-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def fresh(code: str, *args: str) -> tuple[float, str]:
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, *args], env=RUN_ENV, check=True,
@@ -87,6 +117,7 @@ def fresh(code: str, *args: str) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="jobs of each kind (medians)")
+    parser.add_argument("--group", type=int, default=4, help="stage jobs in the batch job")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from swift_rules import warmstart
@@ -148,6 +179,29 @@ def main() -> None:
         ["part", "time [s]", "share of the fixed cost"],
         [[k, f"{v:.2f}", f"{v / fixed:.0%}"] for k, v in shares.items()],
     )
+
+    # Batch jobs: K stage jobs as K batch jobs, or as one batch job that runs the group.
+    groups = list(range(min(args.group, len(benchmark_fileset()[SAMPLE]))))
+    config = batch_config(work)
+    batch_job(config, groups, cold_env)  # warm-up: the jobs' Snakemake caches, page cache
+    single, grouped = [], []
+    for _ in range(args.repeat):
+        single.append(sum(batch_job(config, [g], cold_env) for g in groups))
+        grouped.append(batch_job(config, groups, cold_env))
+    k = len(groups)
+
+    def per_job(what, wall):
+        return [what, f"{wall:.2f}", f"{wall / k:.2f}", f"{wall / k - t_steady:.2f}",
+                f"{t_floor / (wall / k):.2f}"]  # fmt: skip
+
+    table(
+        f"{k} stage jobs of {n:,} events as batch jobs (snakemake --mode remote, 1 core), "
+        f"median of {args.repeat}",
+        ["what", "wall time [s]", "per stage job [s]",
+         "fixed cost per stage job beyond steady-state processing [s]", "ratio to I/O floor"],
+        [per_job(f"{k} batch jobs, one stage job each (cold)", med(single)),
+         per_job(f"1 batch job running the {k} as a group (warm-started)", med(grouped))],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -89,9 +89,7 @@ def test_gpu_stage_job_lands_on_a_gpu_slot(htcondor_pool, htcondor_profile_run):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_grouped_stage_jobs_run_in_one_htcondor_job_warm_started(
-    htcondor_pool, htcondor_local_run
-):
+def test_grouped_stage_jobs_run_in_one_htcondor_job_warm_started(htcondor_pool, htcondor_local_run):
     """Three stage jobs grouped into one batch job (``--groups``/``--group-components``):
     one HTCondor job, whose Snakemake forks them from one warm-start server (each record
     says so); their results equal the local run's, bit for bit."""
