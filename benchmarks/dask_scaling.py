@@ -46,6 +46,12 @@ class TaskCounter(SchedulerPlugin):
             self.done += 1
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds (user and system) that process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Cluster:
     """A scheduler and ``workers`` worker processes, stopped by ``close``."""
 
@@ -82,11 +88,15 @@ class Cluster:
 
     def scheduler_cpu(self) -> float:
         """CPU seconds the scheduler process has used."""
-        fields = Path(f"/proc/{self.scheduler.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu(self.scheduler.pid)
+
+    def workers_cpu(self) -> float:
+        """CPU seconds the worker processes have used, together."""
+        return sum(_cpu(proc.pid) for proc in self.procs[1:])
 
     def run(self, layout) -> tuple[float, float, int]:
-        """(wall time, scheduler CPU seconds, tasks) of one pass of the stage."""
+        """(wall time, scheduler CPU seconds, tasks) of one pass of the stage; the
+        client's and the workers' CPU seconds of the pass in ``self.last_cpu``."""
         from coffea import processor
         from coffea.nanoevents import NanoAODSchema
 
@@ -96,9 +106,11 @@ class Cluster:
         executor = processor.DaskExecutor(client=self.client, status=False)
         runner = Runner(executor, chunksize=100_000, schema=NanoAODSchema)
         cpu, tasks = self.scheduler_cpu(), self._tasks()
+        client, workers = time.process_time(), self.workers_cpu()
         started = time.perf_counter()
         runner(layout, TtbarProcessor(), treename="Events")
         wall = time.perf_counter() - started
+        self.last_cpu = (time.process_time() - client, self.workers_cpu() - workers)
         return wall, self.scheduler_cpu() - cpu, self._tasks() - tasks
 
     def _tasks(self) -> int:
@@ -228,7 +240,7 @@ def main() -> None:
                 wall, cpu, tasks = cluster.run(layout)
                 walls[name].append(wall)
                 if name == "2 workers, tcp://":
-                    sched.append((cpu, tasks))
+                    sched.append((cpu, tasks, *cluster.last_cpu, wall))
     finally:
         for cluster in clusters.values():
             cluster.close()
@@ -253,13 +265,17 @@ def main() -> None:
     )  # fmt: skip
     print("passes [s]: " + "; ".join(f"{k}: {', '.join(f'{t:.2f}' for t in v)}"
                                     for k, v in walls.items()))  # fmt: skip
-    cpu, tasks = statistics.median(c for c, _ in sched), statistics.median(t for _, t in sched)
+    cpu, tasks, client, workers, wall = (statistics.median(x) for x in zip(*sched, strict=True))
     table(
         "what grows with the workers: the scheduler (2-worker runs) and the merge",
         ["what", "value"],
         [["tasks per pass (chunks and coffea's tree of merges)", f"{tasks:.0f}"],
          ["scheduler CPU per pass [s]", f"{cpu:.2f}"],
-         ["scheduler CPU per task [ms]", f"{cpu / max(tasks, 1) * 1e3:.2f}"]],
+         ["scheduler CPU per task [ms]", f"{cpu / max(tasks, 1) * 1e3:.2f}"],
+         ["client CPU per pass (this process: results received and merged) [s]",
+          f"{client:.2f}"],
+         ["workers' CPU per pass, both [s]", f"{workers:.2f}"],
+         ["workers busy (their CPU / (2 x wall time))", f"{workers / (2 * wall):.2f}"]],
     )  # fmt: skip
     one, two = machine_ceiling(fileset, args.repeat)
     t_one, t_two = statistics.median(one), statistics.median(two)

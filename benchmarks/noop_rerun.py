@@ -20,7 +20,7 @@ import yaml
 from common import WORK, machine, snakemake, table
 
 from swift_rules.agc.generate import generate_file
-from swift_rules.agc.samples import SAMPLE_SETS, sample_name
+from swift_rules.agc.samples import CROSS_SECTIONS_PB, SAMPLE_SETS, sample_name
 
 
 def make_inputs(directory, n_files: int) -> dict:
@@ -31,13 +31,15 @@ def make_inputs(directory, n_files: int) -> dict:
         name = sample_name(process, variation)
         first = directory / name / f"{name}_0000.root"
         generate_file(first, process, variation, 200)
-        files = []
+        files = {}
         for i in range(count):
             path = directory / name / f"{name}_{i:04d}.root"
             if not path.exists():
                 os.link(first, path)
-            files.append({"path": str(path), "nevts": 200})
-        layout.setdefault(process, {})[variation] = {"files": files, "nevts_total": 200 * count}
+            files[str(path)] = "Events"
+        metadata = {"is_data": False, "process": process, "variation": variation,
+                    "xsec": CROSS_SECTIONS_PB[process]}  # fmt: skip
+        layout[name] = {"files": files, "metadata": metadata}  # (coffea's fileset)
     return layout
 
 
