@@ -6,8 +6,10 @@ cluster warmed by one run first): a ``dask scheduler`` and single-threaded
 through the connection broker (``broker://``, every connection relayed); one worker
 also with ``MALLOC_TRIM_THRESHOLD_=65536``, which a Dask nanny (and so a LocalCluster)
 sets for its workers. Against the stage in this process on one core. Passes are
-interleaved; medians are shown. Then what grows with the number of workers: the
-scheduler's CPU per task, and the merge of partial results.
+interleaved; medians are shown. 2 workers also with chunks of 500,000 events. Then what
+grows with the number of workers (the scheduler's CPU per task, the client's and the
+workers' CPU, the merge of partial results), and the machine's own ceiling: the stage
+in 2 processes at once, each on half of the files, without Dask.
 
     python benchmarks/dask_scaling.py [--repeat 3] [--files-per-sample N]
 """
@@ -94,7 +96,7 @@ class Cluster:
         """CPU seconds the worker processes have used, together."""
         return sum(_cpu(proc.pid) for proc in self.procs[1:])
 
-    def run(self, layout) -> tuple[float, float, int]:
+    def run(self, layout, chunksize: int = 100_000) -> tuple[float, float, int]:
         """(wall time, scheduler CPU seconds, tasks) of one pass of the stage; the
         client's and the workers' CPU seconds of the pass in ``self.last_cpu``."""
         from coffea import processor
@@ -104,7 +106,7 @@ class Cluster:
         from swift_rules.kept_files import Runner  # the workflow's (files kept open)
 
         executor = processor.DaskExecutor(client=self.client, status=False)
-        runner = Runner(executor, chunksize=100_000, schema=NanoAODSchema)
+        runner = Runner(executor, chunksize=chunksize, schema=NanoAODSchema)
         cpu, tasks = self.scheduler_cpu(), self._tasks()
         client, workers = time.process_time(), self.workers_cpu()
         started = time.perf_counter()
@@ -223,6 +225,7 @@ def main() -> None:
             1, {**env, "MALLOC_TRIM_THRESHOLD_": "65536"}, None),
         "1 worker, behind the broker (broker://)": (1, env, via),
         "2 workers, tcp://": (2, env, None),
+        "2 workers, tcp://, chunks of 500,000 events": (2, env, None),
     }  # fmt: skip
     clusters = {}
     try:
@@ -237,7 +240,7 @@ def main() -> None:
         for _ in range(args.repeat):
             walls["in this process, 1 core"].append(stage(fileset)[1])
             for name, cluster in clusters.items():
-                wall, cpu, tasks = cluster.run(layout)
+                wall, cpu, tasks = cluster.run(layout, 500_000 if "500,000" in name else 100_000)
                 walls[name].append(wall)
                 if name == "2 workers, tcp://":
                     sched.append((cpu, tasks, *cluster.last_cpu, wall))
