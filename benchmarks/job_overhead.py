@@ -85,8 +85,7 @@ def batch_job(config: Path, groups: list[int], env: dict) -> float:
     """Wall time of one batch job's Snakemake that runs the stage jobs of ``groups`` of
     SAMPLE (one file each), as an HTCondor or Slurm job runs it: ``--mode remote``, one
     core, the jobs forced to run."""
-    dataset = SAMPLE
-    targets = [f"swift_process:namespace=agc,stagename=ttbar,dataset={dataset},group={g:04d}"
+    targets = [f"swift_process:namespace=agc,stagename=ttbar,dataset={SAMPLE},group={g:04d}"
                for g in groups]  # fmt: skip
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
            "--configfile", str(config), "--target-jobs", *targets, "--allowed-rules",
@@ -122,7 +121,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     from swift_rules import warmstart
 
-    path = benchmark_fileset()[SAMPLE][0]
+    sample_files = benchmark_fileset()[SAMPLE]
+    path = sample_files[0]
     branches = floor_branches(path)
     work = Path(tempfile.mkdtemp(prefix="job-overhead-"))
     cold_env = {k: v for k, v in RUN_ENV.items() if k != warmstart.ENV}
@@ -181,7 +181,7 @@ def main() -> None:
     )
 
     # Batch jobs: K stage jobs as K batch jobs, or as one batch job that runs the group.
-    groups = list(range(min(args.group, len(benchmark_fileset()[SAMPLE]))))
+    groups = list(range(min(args.group, len(sample_files))))
     config = batch_config(work)
     batch_job(config, groups, cold_env)  # warm-up: the jobs' Snakemake caches, page cache
     single, grouped = [], []

@@ -65,9 +65,11 @@ def offer(workflow, enabled: bool) -> None:
     such flags, so it never offers.
     """
     inherited = os.environ.pop(ENV, None), os.environ.pop(GROUP_ENV, None)
-    if not enabled or getattr(workflow, "dryrun", True):
-        return
-    if not getattr(workflow, "local_exec", False):
+    if (
+        not enabled
+        or getattr(workflow, "dryrun", True)
+        or not getattr(workflow, "local_exec", False)
+    ):
         return
     if getattr(workflow, "is_main_process", False):
         _serve(group=False)
