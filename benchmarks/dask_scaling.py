@@ -6,7 +6,9 @@ cluster warmed by one run first): a ``dask scheduler`` and single-threaded
 through the connection broker (``broker://``, every connection relayed); one worker
 also with ``MALLOC_TRIM_THRESHOLD_=65536``, which a Dask nanny (and so a LocalCluster)
 sets for its workers. Against the stage in this process on one core. Passes are
-interleaved; medians are shown. 2 workers also with chunks of 500,000 events. Then what
+interleaved; medians are shown. 2 workers also with chunks of 500,000 events, and with
+the scheduler's queuing off (``worker-saturation: inf``, as swift-rules' LocalCluster has
+it: consecutive chunks of a file go to one worker). Then what
 grows with the number of workers (the scheduler's CPU per task, the client's and the
 workers' CPU, the merge of partial results), and the machine's own ceiling: the stage
 in 2 processes at once, each on half of the files, without Dask.
@@ -226,6 +228,8 @@ def main() -> None:
         "1 worker, behind the broker (broker://)": (1, env, via),
         "2 workers, tcp://": (2, env, None),
         "2 workers, tcp://, chunks of 500,000 events": (2, env, None),
+        "2 workers, tcp://, queuing off (worker-saturation: inf)": (
+            2, {**env, "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "inf"}, None),
     }  # fmt: skip
     clusters = {}
     try:
@@ -236,14 +240,14 @@ def main() -> None:
             clusters[name].run({k: {**v, "files": v["files"][:1]} for k, v in layout.items()})
         stage({k: v["files"][:1] for k, v in layout.items()})  # warm-up here too
         walls = {"in this process, 1 core": [], **{k: [] for k in kinds}}
-        sched = []
+        sched = {k: [] for k in kinds if k.startswith("2 workers") and "500,000" not in k}
         for _ in range(args.repeat):
             walls["in this process, 1 core"].append(stage(fileset)[1])
             for name, cluster in clusters.items():
                 wall, cpu, tasks = cluster.run(layout, 500_000 if "500,000" in name else 100_000)
                 walls[name].append(wall)
-                if name == "2 workers, tcp://":
-                    sched.append((cpu, tasks, *cluster.last_cpu, wall))
+                if name in sched:
+                    sched[name].append((cpu, tasks, *cluster.last_cpu, wall))
     finally:
         for cluster in clusters.values():
             cluster.close()
@@ -268,18 +272,21 @@ def main() -> None:
     )  # fmt: skip
     print("passes [s]: " + "; ".join(f"{k}: {', '.join(f'{t:.2f}' for t in v)}"
                                     for k, v in walls.items()))  # fmt: skip
-    cpu, tasks, client, workers, wall = (statistics.median(x) for x in zip(*sched, strict=True))
+    columns = {k: [statistics.median(x) for x in zip(*v, strict=True)] for k, v in sched.items()}
+    rows = [[what] + [fmt(*c) for c in columns.values()] for what, fmt in (
+        ("tasks per pass (chunks and coffea's tree of merges)", lambda s, t, c, w, x: f"{t:.0f}"),
+        ("scheduler CPU per pass [s]", lambda s, t, c, w, x: f"{s:.2f}"),
+        ("scheduler CPU per task [ms]", lambda s, t, c, w, x: f"{s / max(t, 1) * 1e3:.2f}"),
+        ("client CPU per pass (this process: results received and merged) [s]",
+         lambda s, t, c, w, x: f"{c:.2f}"),
+        ("workers' CPU per pass, both [s]", lambda s, t, c, w, x: f"{w:.2f}"),
+        ("workers busy (their CPU / (2 x wall time))", lambda s, t, c, w, x: f"{w / (2 * x):.2f}"),
+    )]  # fmt: skip
     table(
-        "what grows with the workers: the scheduler (2-worker runs) and the merge",
-        ["what", "value"],
-        [["tasks per pass (chunks and coffea's tree of merges)", f"{tasks:.0f}"],
-         ["scheduler CPU per pass [s]", f"{cpu:.2f}"],
-         ["scheduler CPU per task [ms]", f"{cpu / max(tasks, 1) * 1e3:.2f}"],
-         ["client CPU per pass (this process: results received and merged) [s]",
-          f"{client:.2f}"],
-         ["workers' CPU per pass, both [s]", f"{workers:.2f}"],
-         ["workers busy (their CPU / (2 x wall time))", f"{workers / (2 * wall):.2f}"]],
-    )  # fmt: skip
+        "what grows with the workers: the scheduler (2-worker runs, medians) and the merge",
+        ["what", *columns],
+        rows,
+    )
     one, two = machine_ceiling(fileset, args.repeat)
     t_one, t_two = statistics.median(one), statistics.median(two)
     table(

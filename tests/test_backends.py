@@ -44,7 +44,7 @@ def test_in_process_executors_make_no_cluster():
         assert client is None
 
 
-def test_local_workers_keep_glibcs_trim_threshold(monkeypatch):
+def test_local_workers_keep_glibcs_trim_threshold_and_get_consecutive_chunks(monkeypatch):
     """A Dask nanny sets MALLOC_TRIM_THRESHOLD_=65536 for its worker (and in the process
     that starts it), which made a worker 0.58 as fast as one process: ours do not."""
     import os
@@ -54,6 +54,12 @@ def test_local_workers_keep_glibcs_trim_threshold(monkeypatch):
         seen = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
         assert len(seen) == 2 and set(seen.values()) == {None}, seen
         assert set(client.run(lambda: os.environ.get("OMP_NUM_THREADS")).values()) == {"1"}
+        # No queue of root tasks: each worker gets a run of consecutive chunks, not every
+        # other one (benchmarks/dask_scaling.py).
+        saturation = client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.WORKER_SATURATION
+        )
+        assert saturation == float("inf")
     assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
 
 

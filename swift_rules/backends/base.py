@@ -49,6 +49,16 @@ KEEP_GLIBC_TRIM_ENV = (
 )
 
 
+# A scheduler that queues root tasks (Dask's default) hands the next chunk to whichever
+# worker is free, so two workers take turns through every file: each opens every file and
+# decompresses the baskets at every chunk boundary twice. Without queuing it gives each
+# worker a run of consecutive chunks (co-assignment; stealing still balances the end):
+# on 2 workers, 0.76 of the CPU per pass (benchmarks/dask_scaling.py). For a cluster whose
+# workers are all there at the start: adaptive ones, whose workers come later, keep the
+# queue, from which a worker that joins takes work at once.
+CONSECUTIVE_CHUNKS = {"distributed.scheduler.worker-saturation": "inf"}
+
+
 def quiet_http(scheduler_options: Mapping) -> tuple[dict, dict]:
     """(scheduler options, Dask config to start the scheduler under) without its HTTP
     pages for all: dask-jobqueue's scheduler serves them (worker logs, task names;

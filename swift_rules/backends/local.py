@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-from swift_rules.backends import ClusterError
-from swift_rules.backends.base import HTTP_HEALTH_ONLY, KEEP_GLIBC_TRIM, Backend
+from swift_rules.backends import ClusterError, base
+from swift_rules.backends.base import Backend
 
 
 class LocalBackend(Backend):
@@ -25,8 +25,10 @@ class LocalBackend(Backend):
         # (and run code as us): mutual TLS with a key made for this cluster, held in memory
         # (docs/security.md). Threads talk in-process (inproc://): no port at all.
         security = Security.temporary() if processes else None
-        settings = {**KEEP_GLIBC_TRIM, **({} if dashboard else HTTP_HEALTH_ONLY)}
-        with dask.config.set(settings):  # (the nannies copy it)
+        settings = {**base.KEEP_GLIBC_TRIM, **base.CONSECUTIVE_CHUNKS}
+        settings.update({} if dashboard else base.HTTP_HEALTH_ONLY)
+        # (the scheduler reads them as it starts; the nannies copy them)
+        with dask.config.set(settings):
             cluster = LocalCluster(
                 n_workers=self.workers,
                 threads_per_worker=1,
