@@ -103,6 +103,14 @@ def test_every_job_was_a_slurm_job_with_the_stage_resources(slurm_profile_run, s
     assert [p.stem for p in left] == slurm_profile_run["cancelled"], left
 
 
+def test_the_submitting_snakemake_stops_the_warm_start_server_no_job_uses(slurm_profile_run):
+    """Its jobs are Slurm jobs: the server it started while reading the workflow stops
+    once Snakemake has picked the Slurm executor (test_warmstart.py: the server stops
+    and leaves nothing behind)."""
+    for proc in (slurm_profile_run["first"], slurm_profile_run["second"]):
+        assert "warm start off: this run's jobs run elsewhere" in proc.stderr, output(proc)
+
+
 def test_gpu_stage_job_gets_its_gpu_cores_memory_and_time(
     slurm_base, slurm_profile, slurm_profile_run
 ):

@@ -256,6 +256,39 @@ def test_offered_by_a_batch_jobs_snakemake_only_when_it_runs_several_jobs(monkey
     assert warmstart.ENV not in os.environ and len(started) == 1
 
 
+def test_a_run_whose_jobs_run_elsewhere_stops_its_server(monkeypatch):
+    """Snakemake 9 picks its executor after it has read the workflow: the main process
+    offers warm start, then withdraws it once a cluster executor turns out to run the
+    jobs, and the server it started stops and leaves nothing behind. A local executor
+    keeps it."""
+
+    class Workflow:
+        is_main_process = True
+        local_exec = True
+        dryrun = False
+        executor_plugin = None
+
+    def offered():
+        warmstart.offer(Workflow, enabled=True)
+        return warm_client._SERVERS[-1], warm_channel.parse(os.environ[warmstart.ENV])[2]
+
+    monkeypatch.delenv(warmstart.ENV, raising=False)
+    # A local executor: the server stays, preloads and serves.
+    server, path = offered()
+    Workflow.executor_plugin = object()
+    wait_for(lambda: "preloaded" in Path(path + ".log").read_text(), "the preload")
+    assert server.poll() is None and warmstart.ENV in os.environ
+    warm_client.withdraw()  # (what a cluster run does; here, to stop it)
+    assert server.wait(60) == 0 and not os.path.exists(os.path.dirname(path))
+    assert warmstart.ENV not in os.environ
+    # A cluster executor (Slurm, HTCondor...): withdrawn while the server still preloads.
+    Workflow.executor_plugin = None
+    server, path = offered()
+    Workflow.local_exec, Workflow.executor_plugin = False, object()
+    assert server.wait(60) == 0
+    assert warmstart.ENV not in os.environ and not os.path.exists(os.path.dirname(path))
+
+
 # -- another user of the machine ---------------------------------------------------------
 # The victim and the attacker are real throwaway users (tests/users.py); the victim's
 # TMPDIR is a shared sticky folder, like the one /tmp of a login node.

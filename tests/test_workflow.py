@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -55,6 +56,10 @@ def test_reference_workflow_end_to_end(full_run):
     assert {"4j1b_ttbar", "4j2b_pseudodata", "4j1b_wjets_scale_var_up"} <= keys
     fit = yaml.safe_load((results / "fit/fit_results.json").read_text())
     assert "ttbar_norm" in str(fit)
+    # Its jobs forked from the run's warm-start server (Snakemake's local executor: the
+    # offer is kept once Snakemake has picked it).
+    records = [json.loads(p.read_text()) for p in (results / "logs").rglob("*.run.json")]
+    assert len(records) >= 9 and all(r["warm_started"] for r in records), records
 
 
 def test_a_second_clean_run_on_another_executor_gives_the_same_bytes(full_run, tmp_path):

@@ -19,6 +19,9 @@ RUNNING = b"R"  # the server says: the child runs your command
 HEADER = struct.Struct("!Q")
 STATUS = struct.Struct("!i")
 UCRED = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
+# Beside the socket, made by the Snakemake that started the server when its jobs turn out
+# to run elsewhere (a cluster executor): the server stops (its lock, log and folder go).
+WITHDRAWN = ".withdrawn"
 
 
 class Unavailable(Exception):

@@ -4,6 +4,7 @@ server half (``swift_rules.warmstart.server``) runs the commands."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ from swift_rules.warmstart.channel import (
     HEADER,
     RUNNING,
     STATUS,
+    WITHDRAWN,
     Unavailable,
     not_private,
     open_private,
@@ -72,7 +74,8 @@ def offer(workflow, enabled: bool) -> None:
     ):
         return
     if getattr(workflow, "is_main_process", False):
-        _serve(group=False)
+        if _serve(group=False):
+            _watch_executor(workflow)
     elif getattr(workflow, "remote_exec", False):
         if target_jobs(sys.argv) > 1:
             _serve(group=True)
@@ -80,8 +83,8 @@ def offer(workflow, enabled: bool) -> None:
             os.environ[ENV], os.environ[GROUP_ENV] = inherited
 
 
-def _serve(group: bool) -> None:
-    """Start this process's server and offer it to the jobs it runs."""
+def _serve(group: bool) -> bool:
+    """Start this process's server and offer it to the jobs it runs; False: not started."""
     try:
         value = address(os.getpid())
         # Preload while Snakemake builds its DAG, so that the first jobs need not wait.
@@ -89,10 +92,36 @@ def _serve(group: bool) -> None:
         _SERVERS.append(_start_server(parse(value)[2], os.getpid()))
     except Unavailable as err:
         _off(str(err))
-        return
+        return False
     os.environ[ENV] = value
     if group:
         os.environ[GROUP_ENV] = "1"
+    return True
+
+
+def _watch_executor(workflow, poll_s: float = 0.2) -> None:
+    """Snakemake 9 picks its executor only after it has read the workflow: once it has
+    (before it builds the DAG), a run whose jobs run elsewhere (a cluster executor)
+    withdraws the offer, and its server stops instead of holding ~300 MB for the run."""
+    import threading
+
+    def watch() -> None:
+        while getattr(workflow, "executor_plugin", None) is None:
+            time.sleep(poll_s)
+        if not getattr(workflow, "local_exec", True):
+            withdraw()
+            _off("this run's jobs run elsewhere (a cluster executor): its server stops")
+
+    threading.Thread(target=watch, name="swift-rules-warm-watch", daemon=True).start()
+
+
+def withdraw() -> None:
+    """Stop this process's server (a marker beside its socket) and offer no more."""
+    spec = parse(os.environ.pop(ENV, ""))
+    if spec is None or spec[1] != os.getpid():
+        return
+    with contextlib.suppress(FileNotFoundError):  # (its folder gone: it has stopped)
+        os.close(open_private(spec[2] + WITHDRAWN, os.O_WRONLY | os.O_CREAT))
 
 
 def target_jobs(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+from functools import partial
 
 from swift_rules.gcfreeze import frozen_imports
 from swift_rules.warmstart.channel import (
@@ -21,6 +22,7 @@ from swift_rules.warmstart.channel import (
     PRELOAD_ENV,
     RUNNING,
     STATUS,
+    WITHDRAWN,
     not_private,
     open_private,
     peer_uid,
@@ -71,21 +73,23 @@ def serve(path: str, owner: int) -> int:
     listener = _bind(path)  # clients may connect (and wait) while we import
     _log(f"server for Snakemake pid {owner} on {path}")
     failed = False
+    wanted = partial(_wanted, owner, path)
     try:
         try:
-            ready = _preload(owner)
+            ready = _preload(wanted)
         except BaseException as err:
             failed = True
             _mark_failed(path, err)
             _log(f"preload failed, jobs run without warm start: {err!r}")
             return 3
         if ready:
-            _loop(listener, owner)
+            _loop(listener, wanted)
         else:
-            _log(f"Snakemake pid {owner} has gone while preloading (nothing to run): exiting")
+            _log(f"Snakemake pid {owner} has gone or withdrawn while preloading: exiting")
     finally:
         # The log stays when it explains a failure; so does the folder then.
-        for leftover in (path, path + ".lock", *(() if failed else (path + ".log",))):
+        mine = (path, path + ".lock", path + WITHDRAWN)
+        for leftover in (*mine, *(() if failed else (path + ".log",))):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
         with contextlib.suppress(OSError):
@@ -115,9 +119,14 @@ def _mark_failed(path: str, err: BaseException) -> None:
         out.write(f"{err!r}\n")
 
 
-def _preload(owner: int) -> bool:
-    """Import what jobs need; False: Snakemake exited meanwhile (a run with nothing to do
-    ends before the preload, and its server should not go on using a core)."""
+def _wanted(owner: int, path: str) -> bool:
+    """Whether Snakemake pid ``owner`` still runs and has not withdrawn its offer."""
+    return _alive(owner) and not os.path.lexists(path + WITHDRAWN)
+
+
+def _preload(wanted) -> bool:
+    """Import what jobs need; False: Snakemake exited or withdrew meanwhile (a run with
+    nothing to do ends before the preload, and its server should not go on using a core)."""
     import importlib
     import threading
 
@@ -126,7 +135,7 @@ def _preload(owner: int) -> bool:
     # Frozen before the children are forked, as Python's gc docs advise for a pre-fork server.
     with frozen_imports():
         for name in (*PRELOAD, *extra):
-            if not _alive(owner):
+            if not wanted():
                 return False
             importlib.import_module(name.strip())
         import numba
@@ -154,7 +163,7 @@ def _look_up_once() -> None:
     fingerprint.remember_imports("swift_rules")
 
 
-def _loop(listener: socket.socket, owner: int) -> None:
+def _loop(listener: socket.socket, wanted) -> None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     # A child's exit wakes the loop at once (SIGCHLD through a wake-up socket), so that
@@ -189,8 +198,8 @@ def _loop(listener: socket.socket, owner: int) -> None:
                     os.killpg(key.data, signal.SIGTERM)
                 selector.unregister(key.fileobj)
         _reap(children, selector)
-        if not children and not _alive(owner):
-            _log(f"Snakemake pid {owner} has gone: exiting")
+        if not children and not wanted():
+            _log("Snakemake has gone or withdrawn its offer: exiting")
             return
 
 
