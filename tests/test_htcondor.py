@@ -53,6 +53,10 @@ def test_rerun_after_a_held_job_completes_and_equals_a_local_run_bit_for_bit(
     htcondor_profile_run,
 ):
     assert_profile_run_equals_local_run(htcondor_profile_run)
+    # Its jobs are HTCondor jobs: the warm-start server it started while reading the
+    # workflow stopped once Snakemake had picked the executor.
+    second = htcondor_profile_run["second"]
+    assert "warm start off: this run's jobs run elsewhere" in second.stderr, second.stderr[-3000:]
 
 
 def test_every_job_was_an_htcondor_job_with_the_stage_resources(htcondor_profile_run):
