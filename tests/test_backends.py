@@ -6,6 +6,7 @@ worker, the close on failure), driven with a Dask cluster of this machine."""
 from __future__ import annotations
 
 import ast
+import itertools
 import time
 
 import pytest
@@ -61,6 +62,37 @@ def test_local_workers_keep_glibcs_trim_threshold_and_get_consecutive_chunks(mon
         )
         assert saturation == float("inf")
     assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+
+
+def test_local_workers_take_runs_of_consecutive_chunks(tiny_dataset):
+    """Two workers do not take turns through a file's chunks (each would open the file
+    and decompress every boundary basket again): each runs a stretch of consecutive ones."""
+    import uproot
+    from coffea import processor
+    from coffea.nanoevents import BaseSchema
+
+    from swift_rules.kept_files import Runner
+
+    class WhoRan(processor.ProcessorABC):  # (local: pickled by value for the workers)
+        def process(self, events):
+            from distributed import get_worker
+
+            return {int(events.metadata["entrystart"]): {get_worker().name}}
+
+        def postprocess(self, accumulator):
+            return accumulator
+
+    path = tiny_dataset["ttbar__nominal"][0]
+    with uproot.open(path) as f:
+        entries = f["Events"].num_entries
+    with dask_client({"type": "local"}, 2) as client:
+        executor = processor.DaskExecutor(client=client, status=False, retries=0)
+        runner = Runner(executor, chunksize=-(-entries // 24), schema=BaseSchema)
+        ran = runner({"s": [path]}, WhoRan(), treename="Events")
+    workers = [next(iter(ran[start])) for start in sorted(ran)]
+    assert len(workers) == 24 and len(set(workers)) == 2, workers
+    switches = sum(a != b for a, b in itertools.pairwise(workers))
+    assert switches <= 4, workers  # taking turns: ~23
 
 
 @pytest.mark.parametrize("kind", BATCH)
