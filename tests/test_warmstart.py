@@ -256,6 +256,25 @@ def test_offered_by_a_batch_jobs_snakemake_only_when_it_runs_several_jobs(monkey
     assert warmstart.ENV not in os.environ and len(started) == 1
 
 
+def test_no_server_from_a_python_without_the_libraries(monkeypatch, capsys):
+    """A Snakemake whose own Python lacks what the server preloads (an engine's
+    environment with Snakemake only) starts none: no failed server, no folder left."""
+
+    class Workflow:
+        is_main_process = True
+        local_exec = True
+        dryrun = False
+
+    started = []
+    monkeypatch.setattr(warm_client, "_start_server", lambda *args: started.append(args))
+    monkeypatch.setattr(warm_client, "PRELOAD", ("numpy", "no_such_package_here.sub"))
+    monkeypatch.delenv(warmstart.ENV, raising=False)
+    warmstart.offer(Workflow, enabled=True)
+    assert not started and warmstart.ENV not in os.environ
+    err = capsys.readouterr().err
+    assert f"warm start off: {sys.executable} cannot import no_such_package_here:" in err
+
+
 def test_a_run_whose_jobs_run_elsewhere_stops_its_server(monkeypatch):
     """Snakemake 9 picks its executor after it has read the workflow: the main process
     offers warm start, then withdraws it once a cluster executor turns out to run the

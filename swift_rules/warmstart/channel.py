@@ -13,7 +13,27 @@ ENV = "SWIFT_RULES_WARM"
 # Set beside ENV by a batch job's own Snakemake that serves its group of jobs: the job
 # steps it starts (Slurm runs each with srun, a Snakemake of its own) keep its offer.
 GROUP_ENV = "SWIFT_RULES_WARM_GROUP"
-# More modules to import in the server, e.g. a stage's heavy dependencies (comma-separated).
+# What the server imports once for all its jobs (the client checks first that Snakemake's
+# Python has them); more modules, e.g. a stage's heavy dependencies, comma-separated.
+PRELOAD = (
+    "numpy",
+    "awkward",
+    "uproot",
+    "hist",
+    "numba",
+    "dask",
+    "distributed",
+    "coffea.processor",
+    "coffea.nanoevents",
+    "swift_rules.cli",
+    "swift_rules.cli.data",
+    "swift_rules.cli.outputs",
+    "swift_rules.cli.runs",
+    "swift_rules.cli.stages",
+    "swift_rules.runner",
+    "swift_rules.results",
+    "swift_rules.config",
+)
 PRELOAD_ENV = "SWIFT_RULES_WARM_PRELOAD"
 RUNNING = b"R"  # the server says: the child runs your command
 HEADER = struct.Struct("!Q")

@@ -17,6 +17,7 @@ from swift_rules.warmstart.channel import (
     ENV,
     GROUP_ENV,
     HEADER,
+    PRELOAD,
     RUNNING,
     STATUS,
     WITHDRAWN,
@@ -85,6 +86,10 @@ def offer(workflow, enabled: bool) -> None:
 
 def _serve(group: bool) -> bool:
     """Start this process's server and offer it to the jobs it runs; False: not started."""
+    missing = _missing(PRELOAD)
+    if missing:  # (e.g. an engine's own environment that has Snakemake only)
+        _off(f"{sys.executable} cannot import {', '.join(missing)}: jobs start cold")
+        return False
     try:
         value = address(os.getpid())
         # Preload while Snakemake builds its DAG, so that the first jobs need not wait.
@@ -97,6 +102,15 @@ def _serve(group: bool) -> bool:
     if group:
         os.environ[GROUP_ENV] = "1"
     return True
+
+
+def _missing(modules) -> list[str]:
+    """The top-level packages of ``modules`` that this Python cannot import (found
+    without importing them: a few milliseconds)."""
+    import importlib.util
+
+    tops = dict.fromkeys(name.split(".")[0] for name in modules)
+    return [name for name in tops if importlib.util.find_spec(name) is None]
 
 
 def _watch_executor(workflow, poll_s: float = 0.2) -> None:

@@ -19,6 +19,7 @@ from functools import partial
 from swift_rules.gcfreeze import frozen_imports
 from swift_rules.warmstart.channel import (
     HEADER,
+    PRELOAD,
     PRELOAD_ENV,
     RUNNING,
     STATUS,
@@ -28,26 +29,6 @@ from swift_rules.warmstart.channel import (
     peer_uid,
     recv_exact,
 )  # fmt: skip
-
-PRELOAD = (
-    "numpy",
-    "awkward",
-    "uproot",
-    "hist",
-    "numba",
-    "dask",
-    "distributed",
-    "coffea.processor",
-    "coffea.nanoevents",
-    "swift_rules.cli",
-    "swift_rules.cli.data",
-    "swift_rules.cli.outputs",
-    "swift_rules.cli.runs",
-    "swift_rules.cli.stages",
-    "swift_rules.runner",
-    "swift_rules.results",
-    "swift_rules.config",
-)
 
 
 def serve(path: str, owner: int) -> int:
