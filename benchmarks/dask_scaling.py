@@ -159,6 +159,21 @@ def machine_ceiling(fileset, passes: int) -> tuple[list[float], list[float]]:
     return one, two
 
 
+def cost_rows(sched: dict[str, list[tuple]]) -> list[list[str]]:
+    """Rows of what a 2-worker pass costs beside its chunks, a column per cluster kind,
+    from the passes' (scheduler CPU, tasks, client CPU, workers' CPU, wall time)."""
+    med = [[statistics.median(x) for x in zip(*passes, strict=True)] for passes in sched.values()]
+    return [
+        ["tasks per pass (chunks and coffea's tree of merges)", *(f"{m[1]:.0f}" for m in med)],
+        ["scheduler CPU per pass [s]", *(f"{m[0]:.2f}" for m in med)],
+        ["scheduler CPU per task [ms]", *(f"{m[0] / max(m[1], 1) * 1e3:.2f}" for m in med)],
+        ["client CPU per pass (this process: results received and merged) [s]",
+         *(f"{m[2]:.2f}" for m in med)],
+        ["workers' CPU per pass, both [s]", *(f"{m[3]:.2f}" for m in med)],
+        ["workers busy (their CPU / (2 x wall time))", *(f"{m[3] / (2 * m[4]):.2f}" for m in med)],
+    ]  # fmt: skip
+
+
 def merge_cost(layout, counts=(10, 100, 1000)) -> list[list[str]]:
     """Seconds to merge N partial results of the stage (coffea's accumulate)."""
     from coffea.processor import accumulate
@@ -272,20 +287,10 @@ def main() -> None:
     )  # fmt: skip
     print("passes [s]: " + "; ".join(f"{k}: {', '.join(f'{t:.2f}' for t in v)}"
                                     for k, v in walls.items()))  # fmt: skip
-    columns = {k: [statistics.median(x) for x in zip(*v, strict=True)] for k, v in sched.items()}
-    rows = [[what] + [fmt(*c) for c in columns.values()] for what, fmt in (
-        ("tasks per pass (chunks and coffea's tree of merges)", lambda s, t, c, w, x: f"{t:.0f}"),
-        ("scheduler CPU per pass [s]", lambda s, t, c, w, x: f"{s:.2f}"),
-        ("scheduler CPU per task [ms]", lambda s, t, c, w, x: f"{s / max(t, 1) * 1e3:.2f}"),
-        ("client CPU per pass (this process: results received and merged) [s]",
-         lambda s, t, c, w, x: f"{c:.2f}"),
-        ("workers' CPU per pass, both [s]", lambda s, t, c, w, x: f"{w:.2f}"),
-        ("workers busy (their CPU / (2 x wall time))", lambda s, t, c, w, x: f"{w / (2 * x):.2f}"),
-    )]  # fmt: skip
     table(
         "what grows with the workers: the scheduler (2-worker runs, medians) and the merge",
-        ["what", *columns],
-        rows,
+        ["what", *sched],
+        cost_rows(sched),
     )
     one, two = machine_ceiling(fileset, args.repeat)
     t_one, t_two = statistics.median(one), statistics.median(two)

@@ -116,7 +116,7 @@ def _missing(modules) -> list[str]:
 def _watch_executor(workflow, poll_s: float = 0.2) -> None:
     """Snakemake 9 picks its executor only after it has read the workflow: once it has
     (before it builds the DAG), a run whose jobs run elsewhere (a cluster executor)
-    withdraws the offer, and its server stops instead of holding ~300 MB for the run."""
+    withdraws the offer, and its server stops instead of holding ~270 MB for the run."""
     import threading
 
     def watch() -> None:

@@ -32,7 +32,7 @@ from swift_rules.warmstart.channel import (
 
 
 def serve(path: str, owner: int) -> int:
-    """Serve jobs on ``path`` until process ``owner`` (Snakemake) has gone.
+    """Serve jobs on ``path`` until process ``owner`` (Snakemake) has gone or withdrawn.
 
     Exit status 0: served, or another server holds the lock; 3: preload failed; 4: the
     folder is not private, or a file in it is a link.
